@@ -1,0 +1,1 @@
+"""SIMS: the Serious Incident Management System."""

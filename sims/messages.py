@@ -1,0 +1,151 @@
+"""Commands (imperative, from people and systems) and events (past tense, what happened).
+
+These are also the wire schemas: commands arrive as JSON on NATS and HTTP, events are stored in
+JetStream. A command's `command_id` is its idempotency key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from sims.model import (
+    IncidentType,
+    Level,
+    PolicePower,
+    RestrictedText,
+    Short,
+    State,
+    UtcDateTime,
+    VictimAgeBand,
+)
+
+MAX_COMMAND_BYTES = 64 * 1024
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Trigger(StrEnum):
+    """What moves an incident through the Critical Incident Protocol."""
+
+    START_NOTIFYING = "start_notifying"
+    CONFIRM_NOTIFIED = "confirm_notified"
+    ESCALATE = "escalate"
+    DE_ESCALATE = "de_escalate"
+    BEGIN_REASSURANCE = "begin_reassurance"
+    BEGIN_RECOVERY = "begin_recovery"
+    BEGIN_REVIEW = "begin_review"
+    CLOSE = "close"
+    STAND_DOWN = "stand_down"
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    command_id: str = Field(default_factory=new_id, min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    actor: str = Field(min_length=1, max_length=120)
+
+
+class RaiseIncident(_Command):
+    """A duty officer (or another system) raises a critical incident."""
+
+    kind: Literal["raise"] = "raise"
+    type: IncidentType
+    level: Level
+    occurred_at: UtcDateTime
+    ward: str = Field(min_length=1, max_length=80)
+    location: str = Field(min_length=1, max_length=300)
+    outline: str = Field(min_length=1, max_length=2000, description="What may be shared, in outline.")
+    restricted: RestrictedText = Field(
+        default="", max_length=8000, description="What may not be shared outside SIMS (names, ...)."
+    )
+    exercise: bool = False
+
+
+class UpdateIncident(_Command):
+    """Details arrive or are corrected; lists are added to (and removed from), values replaced."""
+
+    kind: Literal["update"] = "update"
+    incident: str = Field(min_length=1, max_length=64, description="Incident id or reference.")
+    expected_version: int | None = Field(default=None, ge=0)
+    level: Level | None = None
+    location: str | None = Field(default=None, min_length=1, max_length=300)
+    outline: str | None = Field(default=None, min_length=1, max_length=2000)
+    restricted: RestrictedText | None = Field(default=None, max_length=8000)
+    victim_age_band: VictimAgeBand | None = None
+    cross_border: bool | None = None
+    other_borough: str | None = Field(default=None, max_length=80)
+    add_crime_scenes: tuple[Short, ...] = ()
+    add_cordons: tuple[Short, ...] = ()
+    add_rendezvous_points: tuple[Short, ...] = ()
+    add_road_closures: tuple[Short, ...] = ()
+    add_police_powers: tuple[PolicePower, ...] = ()
+    remove_crime_scenes: tuple[Short, ...] = ()
+    remove_cordons: tuple[Short, ...] = ()
+    remove_rendezvous_points: tuple[Short, ...] = ()
+    remove_road_closures: tuple[Short, ...] = ()
+
+    def changes(self) -> dict[str, Any]:
+        """The fields this update sets, as they go into the event."""
+        data = self.model_dump(
+            mode="json", exclude={"kind", "incident", "expected_version", "command_id", "actor"},
+            exclude_defaults=True,
+        )
+        return {k: v for k, v in data.items() if v not in (None, [], ())}
+
+
+class Transition(_Command):
+    """Move an incident on through the protocol (stand down and close need a reason)."""
+
+    kind: Literal["transition"] = "transition"
+    incident: str = Field(min_length=1, max_length=64)
+    trigger: Trigger
+    reason: str = Field(default="", max_length=2000)
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+Command = Annotated[Union[RaiseIncident, UpdateIncident, Transition], Field(discriminator="kind")]
+COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+class EventType(StrEnum):
+    RAISED = "incident.raised"
+    UPDATED = "incident.updated"
+    STATE_CHANGED = "incident.state_changed"
+
+
+class Event(BaseModel):
+    """One fact about an incident, as stored in the events stream."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: EventType
+    incident_id: str
+    at: UtcDateTime
+    actor: str
+    command_id: str
+    data: dict[str, Any]
+
+    def summary(self) -> str:
+        if self.type is EventType.RAISED:
+            return f"Raised ({self.data['type']}, level {self.data['level']}) in {self.data['ward']}"
+        if self.type is EventType.UPDATED:
+            return "Updated: " + ", ".join(sorted(k for k in self.data if k != "restricted")) + (
+                " (+restricted details)" if "restricted" in self.data else ""
+            )
+        reason = f" - {self.data['reason']}" if self.data.get("reason") else ""
+        return f"{self.data['from']} -> {self.data['to']} ({self.data['trigger']}){reason}"
+
+
+def state_of(event: Event) -> State | None:
+    return State(event.data["to"]) if event.type is EventType.STATE_CHANGED else None
+
+
+def parse_time(value: str) -> datetime:
+    return TypeAdapter(UtcDateTime).validate_python(value)
