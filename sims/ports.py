@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+
+class StaleSequence(Exception):
+    """An append lost a race: the incident moved on since it was read (EventStore contract)."""
 
 
 class Clock(Protocol):
@@ -74,3 +78,26 @@ class EmailSender(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class EventStore(Protocol):
+    async def load(self, incident_id: str) -> tuple[list[Any], int]:
+        """All events of an incident and the sequence of the last one (0: none)."""
+        ...
+
+    async def append(self, incident_id: str, events: list[Any], expected_seq: int, msg_id: str) -> int:
+        """Append if the incident is still at `expected_seq`, else raise StaleSequence."""
+        ...
+
+
+class AuditLog(Protocol):
+    async def append(self, *, chain: str, actor: str, incident_id: str | None, action: str, outcome: str,
+                     detail: dict[str, Any] | None = None, at: datetime | None = None) -> Any: ...
+
+
+class KeyValue(Protocol):
+    async def get(self, bucket: str, key: str) -> Any | None: ...
+
+    async def put(self, bucket: str, key: str, value: Any) -> None: ...
+
+    async def increment(self, bucket: str, key: str) -> int: ...

@@ -1,0 +1,86 @@
+"""FastStream subscribers: the command handler, the NATS request gateway, dead letters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from pydantic import ValidationError
+
+from sims.adapters import jetstream as jsa
+from sims.adapters.commands import submit
+from sims.bootstrap import Runtime
+from sims.messages import COMMAND_ADAPTER, MAX_COMMAND_BYTES, Command
+
+log = structlog.get_logger("sims.worker")
+ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{jsa.COMMANDS}.{jsa.COMMAND_CONSUMER}"
+
+
+def bad_input(raw: bytes) -> tuple[Command | None, dict[str, Any] | None]:
+    """Parse a command; on failure, an error a caller can act on (every problem, with its field)."""
+    if len(raw) > MAX_COMMAND_BYTES:
+        return None, {"error": "too_large", "message": f"Payload is {len(raw)} bytes; the limit is {MAX_COMMAND_BYTES}."}
+    try:
+        return COMMAND_ADAPTER.validate_json(raw), None
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors()]
+        return None, {"error": "invalid", "message": "The command is not valid: " + "; ".join(problems),
+                      "problems": problems}
+
+
+async def dead_letter(rt: Runtime, subject: str, raw: bytes, reason: dict[str, Any], source: str) -> None:
+    """Keep what could not be handled, with the reason, where a person will see it."""
+    body = json.dumps({"reason": reason, "source": source,
+                       "payload": raw[:MAX_COMMAND_BYTES].decode("utf-8", "replace")}).encode()
+    await rt.js.publish(subject, body, timeout=5.0)
+    log.warning("command.dead_lettered", subject=subject, source=source, error=reason.get("error"))
+
+
+def build_broker(rt: Runtime, url: str) -> NatsBroker:
+    """A broker whose subscribers call `rt`'s services; nothing connects until it is started."""
+    broker = NatsBroker(url, max_reconnect_attempts=-1, log_level=10)
+    stream = JStream(name=jsa.COMMANDS, declare=False)
+
+    @broker.subscriber(jsa.CMD_SUBJECT, stream=stream, durable=jsa.COMMAND_CONSUMER,
+                       pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.NACK_ON_ERROR,
+                       title="incident-commands",
+                       description="Applies commands (raise, update, transition) to incidents.")
+    async def on_command(msg: NatsMessage) -> None:
+        raw = msg.body
+        command, error = bad_input(raw)
+        if command is None:
+            assert error is not None
+            await dead_letter(rt, jsa.DLQ_COMMANDS, raw, error, "stream")
+            return
+        with structlog.contextvars.bound_contextvars(command_id=command.command_id):
+            result = await rt.incidents.handle(command)
+            if result.dead_letter:
+                await dead_letter(rt, jsa.DLQ_COMMANDS, raw, result.error or {}, "stream")
+            await rt.nc.publish(jsa.reply_subject(command.command_id), result.model_dump_json().encode())
+
+    @broker.subscriber(jsa.API_SUBJECT, queue="sims-api", title="command-gateway",
+                       description="Request/reply intake for other systems: send a command, get its result.")
+    async def on_request(msg: NatsMessage) -> dict[str, Any]:
+        raw = msg.body
+        command, error = bad_input(raw)
+        if command is None:
+            assert error is not None
+            await dead_letter(rt, jsa.DLQ_INTAKE, raw, error, "nats-request")
+            return {"ok": False, "error": error}
+        return await submit(rt.nc, rt.js, rt.kv, command, rt.settings.command_timeout)
+
+    @broker.subscriber(ADVISORY, title="command-max-deliveries", include_in_schema=False)
+    async def on_exhausted(msg: NatsMessage) -> None:
+        advisory = json.loads(msg.body)
+        seq = int(advisory["stream_seq"])
+        stored = await rt.js.get_msg(jsa.COMMANDS, seq)
+        await dead_letter(rt, jsa.DLQ_COMMANDS, stored.data or b"",
+                          {"error": "retries_exhausted",
+                           "message": f"Command failed {advisory.get('deliveries')} times and was set aside."},
+                          "stream")
+        await rt.js.delete_msg(jsa.COMMANDS, seq)
+
+    return broker

@@ -1,0 +1,247 @@
+"""JetStream topology and the stores built on it: events, audit trail, key-value indexes.
+
+Streams (subjects):
+  SIMS_COMMANDS  sims.cmd.>     work queue of commands; Nats-Msg-Id de-duplicates re-sends
+  SIMS_EVENTS    sims.evt.<id>  one message per accepted command (its events); no delete/purge
+  SIMS_AUDIT     sims.audit.<chain>  hash-chained audit records; no delete/purge
+  SIMS_DEAD      sims.dlq.>     dead letters: bad input and work that exhausted its retries
+KV buckets: sims_results (command id -> result), sims_incidents (id -> current state),
+            sims_refs (reference -> id; per-year counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+
+from sims.audit import GENESIS, AuditRecord, seal
+from sims.messages import Event
+from sims.ports import StaleSequence
+
+COMMANDS, EVENTS, AUDIT, DEAD = "SIMS_COMMANDS", "SIMS_EVENTS", "SIMS_AUDIT", "SIMS_DEAD"
+CMD_SUBJECT = "sims.cmd.incident"
+API_SUBJECT = "sims.api.command"
+DLQ_INTAKE = "sims.dlq.intake"
+DLQ_COMMANDS = "sims.dlq.commands"
+COMMAND_CONSUMER = "incident-commands"
+MAX_DELIVER = 5
+WRONG_LAST_SEQUENCE = 10071
+DAY = 86400.0
+
+
+def evt_subject(incident_id: str) -> str:
+    return f"sims.evt.{incident_id}"
+
+
+def audit_subject(chain: str) -> str:
+    return f"sims.audit.{chain}"
+
+
+def reply_subject(command_id: str) -> str:
+    return f"sims.reply.{command_id}"
+
+
+async def connect(url: str, name: str) -> NATS:
+    """Connect with reconnects forever (a worker outlives a NATS restart)."""
+    async def _error(exc: Exception) -> None:
+        import structlog
+        structlog.get_logger().warning("nats.error", error=str(exc))
+
+    return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                              error_cb=_error)
+
+
+def replicas_for(nc: NATS, wanted: int) -> int:
+    if wanted:
+        return wanted
+    peers = set(nc._server_info.get("connect_urls") or [])
+    return 3 if len(peers) >= 3 else 1
+
+
+async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create (or update) every stream, consumer and bucket SIMS uses; safe to run on every start."""
+    streams = [
+        StreamConfig(name=COMMANDS, subjects=["sims.cmd.>"], retention=RetentionPolicy.WORK_QUEUE,
+                     duplicate_window=600.0, max_msg_size=256 * 1024, num_replicas=replicas,
+                     storage=StorageType.FILE),
+        StreamConfig(name=EVENTS, subjects=["sims.evt.>"], deny_delete=True, deny_purge=True,
+                     allow_direct=True, num_replicas=replicas, storage=StorageType.FILE),
+        StreamConfig(name=AUDIT, subjects=["sims.audit.>"], deny_delete=True, deny_purge=True,
+                     allow_direct=True, num_replicas=replicas, storage=StorageType.FILE),
+        StreamConfig(name=DEAD, subjects=["sims.dlq.>"], max_age=365 * DAY, num_replicas=replicas,
+                     storage=StorageType.FILE),
+    ]
+    for config in streams:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+    await js.add_consumer(COMMANDS, ConsumerConfig(
+        durable_name=COMMAND_CONSUMER, ack_policy=AckPolicy.EXPLICIT, max_deliver=MAX_DELIVER,
+        ack_wait=30.0, deliver_policy=DeliverPolicy.ALL, filter_subject=CMD_SUBJECT, max_ack_pending=1000,
+    ))
+    for bucket, history in (("sims_results", 1), ("sims_incidents", 1), ("sims_refs", 1)):
+        await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, replicas=replicas,
+                                                 storage=StorageType.FILE))
+
+
+async def read_subject(js: JetStreamContext, stream: str, subject: str) -> AsyncIterator[Any]:
+    """Every message on `subject` (wildcards allowed) in stream order, then stop."""
+    info = await js.stream_info(stream, subjects_filter=subject)
+    total = sum((info.state.subjects or {}).values()) if info.state.subjects else 0
+    if total == 0:
+        return
+    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    try:
+        seen = 0
+        while seen < total:
+            msg = await sub.next_msg(timeout=5.0)
+            seen += 1
+            yield msg
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+
+
+class NatsEventStore:
+    """Events per incident on `sims.evt.<id>`; appends are guarded by the subject's last sequence."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+
+    async def load(self, incident_id: str) -> tuple[list[Event], int]:
+        events: list[Event] = []
+        last = 0
+        async for msg in read_subject(self.js, EVENTS, evt_subject(incident_id)):
+            events.extend(Event.model_validate(e) for e in json.loads(msg.data)["events"])
+            last = msg.metadata.sequence.stream
+        return events, last
+
+    async def append(self, incident_id: str, events: list[Event], expected_seq: int, msg_id: str) -> int:
+        payload = json.dumps({"events": [e.model_dump(mode="json") for e in events]}).encode()
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(expected_seq), "Nats-Msg-Id": f"evt-{msg_id}"}
+        try:
+            ack = await self.js.publish(evt_subject(incident_id), payload, headers=headers, timeout=5.0)
+        except APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise StaleSequence(incident_id) from exc
+            raise
+        return int(ack.seq)
+
+
+class NatsAuditLog:
+    """Appends hash-chained records, one chain per incident (plus `system`), serialised per chain."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self._tips: dict[str, tuple[int, int, str]] = {}  # chain -> (stream seq, index, hash)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def _tip(self, chain: str) -> tuple[int, int, str]:
+        try:
+            msg = await self.js.get_last_msg(AUDIT, audit_subject(chain))
+        except NotFoundError:
+            return 0, -1, GENESIS
+        record = json.loads(msg.data)
+        return int(msg.seq or 0), int(record["index"]), str(record["hash"])
+
+    async def append(self, *, chain: str, actor: str, incident_id: str | None, action: str, outcome: str,
+                     detail: dict[str, Any] | None = None, at: datetime | None = None) -> AuditRecord:
+        lock = self._locks.setdefault(chain, asyncio.Lock())
+        async with lock:
+            for attempt in range(50):
+                seq, index, prev = self._tips.get(chain) or await self._tip(chain)
+                record = seal(chain=chain, index=index + 1, prev=prev, at=at or datetime.now(timezone.utc),
+                              actor=actor, incident_id=incident_id, action=action, outcome=outcome,
+                              detail=detail)
+                try:
+                    ack = await self.js.publish(
+                        audit_subject(chain), record.model_dump_json().encode(), timeout=5.0,
+                        headers={"Nats-Expected-Last-Subject-Sequence": str(seq)},
+                    )
+                except APIError as exc:
+                    if exc.err_code != WRONG_LAST_SEQUENCE:
+                        raise
+                    self._tips.pop(chain, None)  # another writer appended: re-read the tip
+                    await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                    continue
+                self._tips[chain] = (int(ack.seq), record.index, record.hash)
+                return record
+        raise RuntimeError(f"audit chain {chain} too contended to append")
+
+    async def records(self, chain: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        subject = audit_subject(chain) if chain else "sims.audit.>"
+        async for msg in read_subject(self.js, AUDIT, subject):
+            yield json.loads(msg.data)
+
+
+class NatsKV:
+    """JSON values in a KV bucket, with compare-and-set for counters."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self._buckets: dict[str, Any] = {}
+
+    async def bucket(self, name: str) -> Any:
+        if name not in self._buckets:
+            self._buckets[name] = await self.js.key_value(name)
+        return self._buckets[name]
+
+    async def get(self, bucket: str, key: str) -> Any | None:
+        kv = await self.bucket(bucket)
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return json.loads(entry.value) if entry.value else None
+
+    async def put(self, bucket: str, key: str, value: Any) -> None:
+        kv = await self.bucket(bucket)
+        await kv.put(key, json.dumps(value, default=str).encode())
+
+    async def keys(self, bucket: str) -> list[str]:
+        kv = await self.bucket(bucket)
+        try:
+            return list(await kv.keys())
+        except Exception as exc:  # nats-py raises NoKeysError for an empty bucket
+            if type(exc).__name__ == "NoKeysError":
+                return []
+            raise
+
+    async def increment(self, bucket: str, key: str) -> int:
+        """Atomically add one to a counter and return the new value."""
+        kv = await self.bucket(bucket)
+        for attempt in range(100):
+            try:
+                entry = await kv.get(key)
+                value, revision = int(entry.value or b"0"), entry.revision
+            except KeyNotFoundError:
+                value, revision = 0, None
+            try:
+                if revision is None:
+                    await kv.create(key, str(value + 1).encode())
+                else:
+                    await kv.update(key, str(value + 1).encode(), last=revision)
+                return value + 1
+            except (KeyWrongLastSequenceError, BadRequestError):
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        raise RuntimeError(f"counter {bucket}/{key} too contended")

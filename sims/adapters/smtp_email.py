@@ -1,0 +1,158 @@
+"""EmailSender over aiosmtplib: a few reused connections, multipart text+HTML, errors become DeliveryFailed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Literal
+
+import aiosmtplib
+
+from sims.ports import Accepted, DeliveryFailed, OutgoingEmail
+
+PROVIDER = "smtp"
+Tls = Literal["none", "starttls", "tls"]
+
+
+class _Connection:
+    """One SMTP client; `last_used` tells when an idle check is worth its round trip."""
+
+    def __init__(self, client: aiosmtplib.SMTP) -> None:
+        self.client = client
+        self.last_used = 0.0
+
+
+class SmtpEmailSender:
+    """Sends each email over one of `connections` reused SMTP connections (default one).
+
+    A connection is opened on first use, checked with NOOP after `idle_check` seconds idle, and
+    dropped after any connection-level error so the next send reconnects. A send is never retried
+    here: the caller owns backoff, and a blind resend after a drop mid-DATA could duplicate a mail.
+    """
+
+    def __init__(self, host: str, port: int, tls: Tls = "starttls", username: str | None = None,
+                 password: str | None = None, *, from_addr: str, name: str = "smtp", timeout: float = 10,
+                 connections: int = 1, idle_check: float = 5.0, validate_certs: bool = True) -> None:
+        if tls not in ("none", "starttls", "tls"):
+            raise ValueError(f"tls must be none, starttls or tls, not {tls!r}")
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        self.name = name
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self._username = username
+        self._password = password
+        self._from = from_addr
+        self._timeout = timeout
+        self._size = connections
+        self._idle_check = idle_check
+        self._validate_certs = validate_certs
+        self._idle: asyncio.Queue[_Connection] | None = None
+        self._all: list[_Connection] = []
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
+            hostname=self._host, port=self._port, username=self._username, password=self._password,
+            timeout=self._timeout, use_tls=self._tls == "tls",
+            start_tls=True if self._tls == "starttls" else False,
+            validate_certs=self._validate_certs)
+
+    def _pool(self) -> asyncio.Queue[_Connection]:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            for _ in range(self._size):
+                connection = _Connection(self._new_client())
+                self._all.append(connection)
+                self._idle.put_nowait(connection)
+        return self._idle
+
+    def build(self, email: OutgoingEmail) -> EmailMessage:
+        """The MIME message: multipart/alternative, plain text first, then HTML."""
+        msg = EmailMessage()
+        msg["From"] = self._from
+        msg["To"] = email.to
+        msg["Subject"] = email.subject
+        msg["Date"] = format_datetime(datetime.now(UTC))
+        message_id = email.message_id.strip()
+        msg["Message-ID"] = message_id if message_id.startswith("<") else f"<{message_id}>"
+        for header, value in email.headers.items():
+            del msg[header]
+            msg[header] = value
+        msg.set_content(email.text)
+        msg.add_alternative(email.html, subtype="html")
+        return msg
+
+    async def send(self, email: OutgoingEmail) -> Accepted:
+        msg = self.build(email)
+        pool = self._pool()
+        connection = await pool.get()
+        try:
+            await self._ready(connection)
+            await connection.client.send_message(msg)
+            connection.last_used = time.monotonic()
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise _refused(exc) from exc
+        except (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError) as exc:
+            # The server refuses us, not this message: fixable by an operator, so worth retrying.
+            _drop(connection)
+            raise DeliveryFailed(provider=PROVIDER, transient=True, code=str(exc.code),
+                                 message=f"{type(exc).__name__}: {exc.message}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421 or isinstance(exc, aiosmtplib.SMTPConnectError):
+                _drop(connection)
+            raise DeliveryFailed(provider=PROVIDER, transient=exc.code < 500, code=str(exc.code),
+                                 message=exc.message) from exc
+        except aiosmtplib.SMTPNotSupported as exc:
+            raise DeliveryFailed(provider=PROVIDER, transient=False, code="not-supported",
+                                 message=str(exc)) from exc
+        except (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError) as exc:
+            _drop(connection)
+            raise DeliveryFailed(provider=PROVIDER, transient=True, code="timeout",
+                                 message=f"{type(exc).__name__}: {exc}") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:  # disconnects, refused connections
+            _drop(connection)
+            raise DeliveryFailed(provider=PROVIDER, transient=True, code="connection",
+                                 message=f"{type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # an address aiosmtplib cannot put in an envelope
+            raise DeliveryFailed(provider=PROVIDER, transient=False, code="address", message=str(exc)) from exc
+        finally:
+            pool.put_nowait(connection)
+        return Accepted(provider=PROVIDER, provider_id=str(msg["Message-ID"]), status="accepted")
+
+    async def _ready(self, connection: _Connection) -> None:
+        """Connect if needed; after a long idle, check the connection with NOOP and reopen it if dead."""
+        client = connection.client
+        if client.is_connected and time.monotonic() - connection.last_used > self._idle_check:
+            try:
+                await client.noop()
+            except (aiosmtplib.SMTPException, OSError):
+                _drop(connection)
+        if not client.is_connected:
+            await client.connect()
+            connection.last_used = time.monotonic()
+
+    async def close(self) -> None:
+        for connection in self._all:
+            if connection.client.is_connected:
+                try:
+                    await connection.client.quit(timeout=min(self._timeout, 2))
+                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                    connection.client.close()
+        self._all.clear()
+        self._idle = None
+
+
+def _drop(connection: _Connection) -> None:
+    connection.client.close()
+
+
+def _refused(exc: aiosmtplib.SMTPRecipientsRefused) -> DeliveryFailed:
+    """Every recipient refused (we send to one): 5xx is final, 4xx (greylisting, full box) is not."""
+    codes = [r.code for r in exc.recipients] or [450]
+    code = max(codes)
+    detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+    return DeliveryFailed(provider=PROVIDER, transient=code < 500, code=str(code), message=detail)

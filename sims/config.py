@@ -1,0 +1,48 @@
+"""Settings: every `SIMS_*` environment variable, documented in one place (see README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """SIMS configuration; each field is read from `SIMS_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="SIMS_", extra="ignore")
+
+    data_dir: Path = Field(Path(".sims"), description="Embedded NATS store, outbox, secrets.")
+    nats_url: str | None = Field(None, description="Use this NATS; unset: `sims up` starts one embedded.")
+    nats_port: int = Field(4222, description="Port of the embedded nats-server (0: a free one).")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    public_base_url: str | None = Field(None, description="Public base of every link SIMS sends.")
+    contacts_dir: Path = ROOT / "contacts"
+    protocol: Path = ROOT / "protocols" / "southwark.yaml"
+    templates_dir: Path = ROOT / "templates"
+    replicas: int = Field(0, description="Stream replicas; 0 picks 3 on a cluster of 3+, else 1.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+    command_timeout: float = Field(10.0, description="Seconds a caller waits for a command's result.")
+    protective_marking: str = "OFFICIAL-SENSITIVE"
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_api_base: str | None = Field(None, description="Base URL of the Twilio API (tests: a local server).")
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_tls: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "sims@example.org"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")

@@ -1,0 +1,163 @@
+"""Use cases: load -> decide -> append events -> audit -> record the result. Only here are ports awaited."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from sims import protocol
+from sims.errors import Conflict, IncidentNotFound, SimsError, ValidationFailed
+from sims.messages import Command, Event, EventType, RaiseIncident, Transition, UpdateIncident
+from sims.model import Incident
+from sims.ports import AuditLog, Clock, EventStore, KeyValue, StaleSequence
+from sims.protocol_config import ProtocolConfig
+
+log = structlog.get_logger("sims.services")
+REFERENCE = re.compile(r"^[A-Z]{2,5}-\d{4}-\d{4,}$")
+NAMESPACE = uuid.UUID("0f4c5d1e-6a7b-4c8d-9e0f-5a1b2c3d4e5f")
+MAX_RETRIES = 20
+SYSTEM_CHAIN = "system"
+
+
+class Result(BaseModel):
+    """What a caller gets back for a command: the incident it touched, or the error."""
+
+    ok: bool
+    command_id: str
+    kind: str
+    incident_id: str | None = None
+    reference: str | None = None
+    version: int | None = None
+    state: str | None = None
+    error: dict[str, Any] | None = None
+    dead_letter: bool = False
+
+
+def incident_id_for(command_id: str) -> str:
+    """A raise's incident id follows from its idempotency key, so a re-sent raise finds its incident."""
+    return uuid.uuid5(NAMESPACE, command_id).hex
+
+
+def _redacted(command: Command) -> dict[str, Any]:
+    data = command.model_dump(mode="json")
+    if data.get("restricted"):
+        data["restricted"] = "sha256:" + hashlib.sha256(str(data["restricted"]).encode()).hexdigest()
+    return data
+
+
+@dataclass
+class IncidentService:
+    """Applies commands to incidents; one writer path for every intake (CLI, HTTP, NATS)."""
+
+    store: EventStore
+    audit: AuditLog
+    kv: KeyValue
+    protocol: ProtocolConfig
+    clock: Clock
+
+    async def resolve(self, key: str) -> str:
+        if REFERENCE.match(key):
+            found = await self.kv.get("sims_refs", f"ref.{key}")
+            if not found:
+                raise IncidentNotFound(key)
+            return str(found)
+        return key
+
+    async def load(self, incident_id: str) -> tuple[Incident, int, list[Event]]:
+        events, seq = await self.store.load(incident_id)
+        incident = protocol.replay(events)
+        if incident is None:
+            raise IncidentNotFound(incident_id)
+        return incident, seq, events
+
+    async def handle(self, command: Command) -> Result:
+        """Apply one command exactly once; a repeated command id returns the first result."""
+        previous = await self.kv.get("sims_results", command.command_id)
+        if previous is not None:
+            return Result.model_validate(previous)
+        log_ = log.bind(command_id=command.command_id, kind=command.kind)
+        try:
+            incident, events = await self._apply(command)
+        except SimsError as exc:
+            result = Result(ok=False, command_id=command.command_id, kind=command.kind, error=exc.to_dict(),
+                            dead_letter=isinstance(exc, ValidationFailed))
+            incident_id = getattr(command, "incident", None)
+            await self.audit.append(
+                chain=incident_id if incident_id and not REFERENCE.match(incident_id) else SYSTEM_CHAIN,
+                actor=command.actor, incident_id=incident_id, action=f"command.{command.kind}",
+                outcome=f"refused: {exc.code}", detail={"command": _redacted(command), "reason": str(exc)},
+            )
+            await self.kv.put("sims_results", command.command_id, result.model_dump(mode="json"))
+            log_.info("command.refused", error=exc.code, reason=str(exc))
+            return result
+        await self._record(command, incident, events)
+        result = Result(ok=True, command_id=command.command_id, kind=command.kind, incident_id=incident.id,
+                        reference=incident.reference, version=incident.version, state=incident.state.value)
+        await self.kv.put("sims_results", command.command_id, result.model_dump(mode="json"))
+        log_.info("command.applied", incident_id=incident.id, state=incident.state.value)
+        return result
+
+    async def _record(self, command: Command, incident: Incident, events: list[Event]) -> None:
+        await self.audit.append(chain=incident.id, actor=command.actor, incident_id=incident.id,
+                                action=f"command.{command.kind}", outcome="accepted",
+                                detail={"command": _redacted(command), "version": incident.version})
+        for event in events:
+            if event.type is EventType.STATE_CHANGED:
+                await self.audit.append(chain=incident.id, actor=event.actor, incident_id=incident.id,
+                                        action="transition", outcome=f"{event.data['from']} -> {event.data['to']}",
+                                        detail={"trigger": event.data["trigger"], "reason": event.data["reason"]})
+        await self.kv.put("sims_incidents", incident.id, incident.model_dump(mode="json"))
+
+    async def _apply(self, command: Command) -> tuple[Incident, list[Event]]:
+        if isinstance(command, RaiseIncident):
+            return await self._raise(command)
+        incident_id = await self.resolve(command.incident)
+        for _ in range(MAX_RETRIES):
+            incident, seq, _events = await self.load(incident_id)
+            if command.expected_version is not None and command.expected_version != incident.version:
+                raise Conflict(incident.id, command.expected_version, incident.version)
+            now = self.clock.now()
+            if isinstance(command, UpdateIncident):
+                new = protocol.decide_update(incident, command, now)
+            else:
+                assert isinstance(command, Transition)
+                new = protocol.decide_transition(incident, command, now)
+            try:
+                await self.store.append(incident.id, new, seq, command.command_id)
+            except StaleSequence:
+                continue  # someone else appended first: decide again on the newer state
+            for event in new:
+                incident = protocol.evolve(incident, event)
+            return incident, new
+        raise Conflict(incident_id, -1, -1)
+
+    async def _raise(self, command: RaiseIncident) -> tuple[Incident, list[Event]]:
+        incident_id = incident_id_for(command.command_id)
+        events, seq = await self.store.load(incident_id)
+        if events:  # re-sent after its result expired: the incident exists already
+            incident = protocol.replay(events)
+            assert incident is not None
+            return incident, []
+        now = self.clock.now()
+        protocol.decide_raise(command, incident_id=incident_id, reference="XXX-0000-0000",
+                              wards=self.protocol.ward_set, now=now)  # validate before using a number
+        year = now.year
+        code = self.protocol.borough.code
+        number = await self.kv.increment("sims_refs", f"seq.{code}.{year}")
+        reference = f"{code}-{year}-{number:04d}"
+        new = protocol.decide_raise(command, incident_id=incident_id, reference=reference,
+                                    wards=self.protocol.ward_set, now=now)
+        try:
+            await self.store.append(incident_id, new, 0, command.command_id)
+        except StaleSequence:
+            return await self._raise(command)  # raced with the same raise: return the winner's incident
+        await self.kv.put("sims_refs", f"ref.{reference}", incident_id)
+        incident = protocol.replay(new)
+        assert incident is not None
+        return incident, new

@@ -1,0 +1,423 @@
+"""A local Twilio-like Messages API for tests and benchmarks: scriptable replies, signed status callbacks.
+
+From a test::
+
+    async with TwilioServer() as twilio:            # 127.0.0.1, free port
+        twilio.script(too_many_requests(), ok())    # next two requests, then the default (ok)
+        twilio.fail_to["+447700900999"] = invalid_number()
+        ... TwilioSmsSender(twilio.account_sid, twilio.auth_token, from_="+15005550006",
+                            api_base=twilio.base_url) ...
+        assert twilio.messages[0].to == "+447700900123"
+
+As a process (for benchmarks)::
+
+    python -m tests.support.twilio_server --port 18080 [--callbacks] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import random
+import secrets
+import signal
+import socket
+import string
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from aiohttp import BasicAuth, ClientSession, ClientTimeout, web
+from twilio.request_validator import RequestValidator
+
+DEFAULT_ACCOUNT_SID = "AC" + "0" * 31 + "1"
+DEFAULT_AUTH_TOKEN = "local-twilio-auth-token-0123456789"
+API_VERSION = "2010-04-01"
+ERRORS_URL = "https://www.twilio.com/docs/errors/{}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """How the server answers one create-message request (and what the message does afterwards)."""
+
+    status: int = 201
+    code: int | None = None
+    message: str = ""
+    delay: float = 0.0
+    retry_after: float | None = None
+    # Status callbacks for an accepted message: the statuses in order; ErrorCode for failed/undelivered.
+    callbacks: tuple[str, ...] = ("queued", "sent", "delivered")
+    callback_error_code: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status < 300
+
+
+def ok(*, delay: float = 0.0) -> Reply:
+    """Accept the message; callbacks go queued -> sent -> delivered."""
+    return Reply(delay=delay)
+
+
+def undelivered(error_code: int = 30003, *, final: str = "undelivered") -> Reply:
+    """Accept the message, then report it `undelivered` (or `failed`) with an ErrorCode."""
+    return Reply(callbacks=("queued", "sent", final) if final == "undelivered" else ("queued", final),
+                 callback_error_code=error_code)
+
+
+def slow(delay: float, then: Reply | None = None) -> Reply:
+    """Answer like `then` (default: accept), but only after `delay` seconds."""
+    return replace(then or ok(), delay=delay)
+
+
+def error(status: int, code: int, message: str, *, retry_after: float | None = None) -> Reply:
+    """Refuse with Twilio's JSON error body."""
+    return Reply(status=status, code=code, message=message, retry_after=retry_after)
+
+
+def invalid_number() -> Reply:
+    return error(400, 21211, "The 'To' number {to} is not a valid phone number.")
+
+
+def not_mobile() -> Reply:
+    return error(400, 21614, "'To' number {to} is not a valid mobile number")
+
+
+def region_not_enabled() -> Reply:
+    return error(400, 21408, "Permission to send an SMS has not been enabled for the region indicated "
+                             "by the 'To' number: {to}.")
+
+
+def unsubscribed() -> Reply:
+    return error(400, 21610, "Attempt to send to unsubscribed recipient")
+
+
+def too_many_requests(retry_after: float = 1) -> Reply:
+    return error(429, 20429, "Too Many Requests", retry_after=retry_after)
+
+
+def server_error(status: int = 500) -> Reply:
+    text = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}.get(status, "Error")
+    return error(status, 20000 + status, text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentMessage:
+    """One message the server accepted."""
+
+    sid: str
+    to: str
+    from_: str | None
+    body: str
+    messaging_service_sid: str | None
+    status_callback: str | None
+    num_segments: int
+    date_created: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallbackAttempt:
+    """One status callback the server made (or tried to)."""
+
+    url: str
+    params: dict[str, str]
+    signature: str
+    response_status: int | None  # None: connection failed
+
+
+Decide = Callable[[dict[str, str]], Reply | None]
+
+
+_GSM7 = set(string.ascii_letters + string.digits + " \n\r@£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ!\"#¤%&'()*+,-./:;<=>?"
+            "¡ÄÖÑÜ§¿äöñüà^{}\\[~]|€")
+
+
+def num_segments(body: str) -> int:
+    """Segments as Twilio counts them: GSM-7 160/153 per part, otherwise UCS-2 70/67."""
+    single, multi = (160, 153) if set(body) <= _GSM7 else (70, 67)
+    if len(body) <= single:
+        return 1
+    return -(-len(body) // multi)
+
+
+@dataclass(slots=True)
+class _Script:
+    queue: collections.deque[Reply] = field(default_factory=collections.deque)
+    decide: Decide | None = None
+    fail_to: dict[str, Reply] = field(default_factory=dict)
+    default: Reply = field(default_factory=ok)
+
+
+class TwilioServer:
+    """Speaks `POST /2010-04-01/Accounts/{sid}/Messages.json` (and GET of one message) on 127.0.0.1."""
+
+    def __init__(self, *, account_sid: str = DEFAULT_ACCOUNT_SID, auth_token: str = DEFAULT_AUTH_TOKEN,
+                 port: int = 0, host: str = "127.0.0.1", record: bool = True,
+                 send_callbacks: bool = True, callback_delay: float = 0.0,
+                 callbacks_shuffled: bool = False, callbacks_duplicated: bool = False,
+                 seed: int | None = None) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.host = host
+        self.port = port
+        self.record = record
+        self.send_callbacks = send_callbacks
+        self.callback_delay = callback_delay
+        self.callbacks_shuffled = callbacks_shuffled
+        self.callbacks_duplicated = callbacks_duplicated
+        self.messages: list[SentMessage] = []
+        self.requests = 0  # every create request, whatever the answer
+        self.accepted_count = 0
+        self.callbacks: list[CallbackAttempt] = []
+        self._by_sid: dict[str, SentMessage] = {}
+        self._script = _Script()
+        self._random = random.Random(seed)
+        self._validator = RequestValidator(auth_token)
+        self._auth = BasicAuth(account_sid, auth_token).encode()
+        self._runner: web.AppRunner | None = None
+        self._session: ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- scripting ---------------------------------------------------------------------------------
+
+    def script(self, *replies: Reply) -> None:
+        """Answer the next requests with these replies, in order; then fall back to the default."""
+        self._script.queue.extend(replies)
+
+    def set_default(self, reply: Reply) -> None:
+        self._script.default = reply
+
+    def set_decide(self, decide: Decide | None) -> None:
+        """A function of the request's form fields; its Reply wins over the queue (None: no opinion)."""
+        self._script.decide = decide
+
+    @property
+    def fail_to(self) -> dict[str, Reply]:
+        """`fail_to[number] = invalid_number()`: requests to that To always get that reply."""
+        return self._script.fail_to
+
+    def reset(self) -> None:
+        self._script = _Script()
+        self.messages.clear()
+        self.callbacks.clear()
+        self._by_sid.clear()
+        self.requests = self.accepted_count = 0
+
+    def _reply_for(self, form: dict[str, str]) -> Reply:
+        if (to := form.get("To", "")) in self._script.fail_to:
+            return self._script.fail_to[to]
+        if self._script.decide is not None and (decided := self._script.decide(form)) is not None:
+            return decided
+        if self._script.queue:
+            return self._script.queue.popleft()
+        return self._script.default
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> TwilioServer:
+        app = web.Application()
+        prefix = f"/{API_VERSION}/Accounts/{{account_sid}}"
+        app.router.add_post(prefix + "/Messages.json", self._create)
+        app.router.add_get(prefix + "/Messages/{sid}.json", self._fetch)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock, backlog=1024).start()
+        self._session = ClientSession(timeout=ClientTimeout(total=5))
+        return self
+
+    async def drain_callbacks(self, timeout: float = 5.0) -> None:
+        """Wait until every scheduled status callback has been made."""
+        async with asyncio.timeout(timeout):
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> TwilioServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- HTTP --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        body = {"code": code, "message": message, "more_info": ERRORS_URL.format(code), "status": status}
+        return web.json_response(body, status=status, headers=headers)
+
+    def _authorised(self, request: web.Request) -> bool:
+        return (request.headers.get("Authorization") == self._auth
+                and request.match_info["account_sid"] == self.account_sid)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if not self._authorised(request):
+            return self._error(401, 20003, "Authenticate")
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        reply = self._reply_for(form)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        to = form.get("To", "")
+        if not reply.accepted:
+            headers = {"Retry-After": f"{reply.retry_after:g}"} if reply.retry_after is not None else None
+            return self._error(reply.status, reply.code or reply.status, reply.message.format(to=to), headers)
+        if not to:
+            return self._error(400, 21604, "A 'To' phone number is required.")
+        if not form.get("From") and not form.get("MessagingServiceSid"):
+            return self._error(400, 21603, "A 'From' phone number is required.")
+        if not form.get("Body") and not form.get("MediaUrl"):
+            return self._error(400, 21602, "Message body is required.")
+        message = SentMessage(
+            sid="SM" + secrets.token_hex(16), to=to, from_=form.get("From"), body=form.get("Body", ""),
+            messaging_service_sid=form.get("MessagingServiceSid"),
+            status_callback=form.get("StatusCallback"), num_segments=num_segments(form.get("Body", "")),
+            date_created=datetime.now(UTC))
+        self.accepted_count += 1
+        if self.record:
+            self.messages.append(message)
+            self._by_sid[message.sid] = message
+        if message.status_callback and self.send_callbacks:
+            self._spawn(self._callbacks_for(message, reply))
+        return web.json_response(self._resource(message, "queued"), status=201)
+
+    async def _fetch(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._error(401, 20003, "Authenticate")
+        message = self._by_sid.get(request.match_info["sid"])
+        if message is None:
+            return self._error(404, 20404, f"The requested resource {request.path} was not found")
+        return web.json_response(self._resource(message, "queued"))
+
+    def _resource(self, m: SentMessage, status: str) -> dict[str, Any]:
+        created = format_datetime(m.date_created, usegmt=False)
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{m.sid}"
+        return {
+            "account_sid": self.account_sid, "api_version": API_VERSION, "body": m.body,
+            "date_created": created, "date_sent": None, "date_updated": created,
+            "direction": "outbound-api", "error_code": None, "error_message": None,
+            "from": m.from_, "messaging_service_sid": m.messaging_service_sid, "num_media": "0",
+            "num_segments": str(m.num_segments), "price": None, "price_unit": "USD", "sid": m.sid,
+            "status": status if m.from_ else "accepted", "to": m.to, "uri": uri + ".json",
+            "subresource_uris": {"media": uri + "/Media.json", "feedback": uri + "/Feedback.json"},
+        }
+
+    # -- status callbacks --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def callback_params(self, message: SentMessage, status: str, error_code: int | None = None) -> dict[str, str]:
+        """The form fields Twilio posts to a StatusCallback URL."""
+        params = {
+            "AccountSid": self.account_sid, "ApiVersion": API_VERSION, "From": message.from_ or "",
+            "MessageSid": message.sid, "MessageStatus": status, "SmsSid": message.sid,
+            "SmsStatus": status, "To": message.to,
+        }
+        if message.messaging_service_sid:
+            params["MessagingServiceSid"] = message.messaging_service_sid
+        if error_code is not None and status in ("failed", "undelivered"):
+            params["ErrorCode"] = str(error_code)
+        return params
+
+    async def _callbacks_for(self, message: SentMessage, reply: Reply) -> None:
+        statuses: list[str] = list(reply.callbacks)
+        if self.callbacks_duplicated:
+            statuses += [s for s in statuses if self._random.random() < 0.5] or statuses[-1:]
+        if self.callbacks_shuffled:
+            self._random.shuffle(statuses)
+        await self.send_status_callbacks(message, statuses, reply.callback_error_code)
+
+    async def send_status_callbacks(self, message: SentMessage | str, statuses: Iterable[str],
+                                    error_code: int | None = None) -> list[CallbackAttempt]:
+        """Post these statuses, in this order, to the message's StatusCallback (signed like Twilio)."""
+        m = self._by_sid[message] if isinstance(message, str) else message
+        if not m.status_callback:
+            return []
+        attempts = []
+        for status in statuses:
+            if self.callback_delay:
+                await asyncio.sleep(self.callback_delay)
+            attempts.append(await self.post_signed(m.status_callback,
+                                                   self.callback_params(m, status, error_code)))
+        return attempts
+
+    async def post_signed(self, url: str, params: dict[str, str]) -> CallbackAttempt:
+        """POST form params to url with X-Twilio-Signature, as Twilio does for webhooks."""
+        assert self._session is not None, "server not started"
+        signature = self._validator.compute_signature(url, params)
+        headers = {"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1",
+                   "I-Twilio-Idempotency-Token": secrets.token_hex(16)}
+        status: int | None
+        try:
+            async with self._session.post(url, data=params, headers=headers) as response:
+                await response.read()
+                status = response.status
+        except (OSError, asyncio.TimeoutError):
+            status = None
+        attempt = CallbackAttempt(url=url, params=params, signature=signature, response_status=status)
+        self.callbacks.append(attempt)
+        return attempt
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
+    parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--callbacks", action="store_true", help="send status callbacks")
+    parser.add_argument("--no-record", action="store_true", help="keep no per-message records")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = TwilioServer(account_sid=args.account_sid, auth_token=args.auth_token, port=args.port,
+                          record=not args.no_record, send_callbacks=args.callbacks)
+    if args.delay:
+        server.set_default(ok(delay=args.delay))
+    await server.start()
+    print(json.dumps({"url": server.base_url, "account_sid": server.account_sid,
+                      "auth_token": server.auth_token}), flush=True)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
+    try:
+        await stopped.wait()
+    finally:
+        await server.stop()
+        print(json.dumps({"requests": server.requests, "accepted": server.accepted_count}), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
