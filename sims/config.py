@@ -44,5 +44,16 @@ class Settings(BaseSettings):
     smtp_from: str = "sims@example.org"
 
     @property
+    def url_file(self) -> Path:
+        """Where `sims up` writes the URL of the NATS server it started, for other commands."""
+        return self.data_dir / "nats.url"
+
+    def resolved_nats_url(self) -> str | None:
+        """SIMS_NATS_URL, else the URL of the embedded server `sims up` is running, else None."""
+        if self.nats_url:
+            return self.nats_url
+        return self.url_file.read_text().strip() if self.url_file.exists() else None
+
+    @property
     def base_url(self) -> str:
         return (self.public_base_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")

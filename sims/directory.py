@@ -16,7 +16,15 @@ from typing import Annotated
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from sims.errors import ConfigError
 from sims.protocol_config import ProtocolConfig, RoleName
@@ -36,11 +44,16 @@ def contacts_dir(environ: Mapping[str, str] = os.environ) -> Path:
 
 def normalise_mobile(value: object) -> str:
     """A mobile number in any common form ('07700 900123') -> E.164 ('+447700900123'); UK by default."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        try:  # YAML reads an unquoted +447700900123 as the integer 447700900123
+            return normalise_mobile(f"+{value}")
+        except ValueError:
+            raise ValueError(f"YAML read this as the number {value}; write the mobile in quotes") from None
     text = str(value).strip()
     try:
         number = phonenumbers.parse(text, "GB")
     except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"{text!r} is not a phone number; write e.g. 07700 900123 or +44 7700 900123") from exc
+        raise ValueError(f"{text!r} is not a phone number; write e.g. 07700 900123") from exc
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if e164.startswith(DRAMA_PREFIX) and len(e164) == DRAMA_LENGTH:
         return e164
@@ -200,23 +213,26 @@ def _cross_check(placed: list[_Placed], protocol: ProtocolConfig, problems: list
     for p in placed:
         c = p.contact
         if c.id in first:
-            problems.append(f"{p.at('id')}: contact id {c.id!r} is used twice (also at {first[c.id].at('id')})")
+            also = first[c.id].at("id")
+            problems.append(f"{p.at('id')}: contact id {c.id!r} is used twice (also at {also})")
             continue
         first[c.id] = p
         for field in ("mobile", "email"):
             value = getattr(c, field)
-            other = owners.setdefault((field, value), p) if value else p
+            other = owners.setdefault((field, value.casefold()), p) if value else p
             if other is not p:
-                problems.append(f"{p.at(field)}: {field} {value} of {c.id!r} is also that of {other.contact.id!r} "
-                                f"(at {other.at(field)}); one person must have one entry")
+                problems.append(f"{p.at(field)}: {field} {value} of {c.id!r} is also that of "
+                                f"{other.contact.id!r} (at {other.at(field)}); "
+                                "one person must have one entry")
         for i, role in enumerate(c.roles):
             if role not in protocol.roles:
-                problems.append(f"{p.at('roles', i)}: unknown role {role!r} (known: {', '.join(sorted(protocol.roles))})")
+                known = ", ".join(sorted(protocol.roles))
+                problems.append(f"{p.at('roles', i)}: unknown role {role!r} (known: {known})")
             elif role in protocol.ward_roles and not c.wards:
                 problems.append(f"{p.at('roles', i)}: {role} is held per ward; list the wards under `wards:`")
         for i, ward in enumerate(c.wards):
             if ward not in protocol.ward_set:
-                problems.append(f"{p.at('wards', i)}: unknown ward {ward!r} (see borough.wards in the protocol)")
+                problems.append(f"{p.at('wards', i)}: unknown ward {ward!r} (see the protocol's wards)")
     for p in first.values():
         deputy = p.contact.deputy
         if deputy and deputy not in first:

@@ -68,5 +68,5 @@ def recipients_for(incident: Incident, directory: Directory, protocol: ProtocolC
 
 def explain(recipients: list[Recipient]) -> list[str]:
     """One line per recipient for a preview: name, organisation, channels in order, and why."""
-    return [f"{r.contact.name} ({r.contact.organisation}) via {', '.join(r.channels)} - {'; '.join(r.reasons)}"
-            for r in recipients]
+    return [f"{r.contact.name} ({r.contact.organisation}) via {', '.join(r.channels)} - "
+            f"{'; '.join(r.reasons)}" for r in recipients]

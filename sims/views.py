@@ -1,4 +1,5 @@
-"""What message templates may see: the shareable part of an incident, the recipient, the resources.
+"""What message templates may see: the shareable part of an incident, the recipient, the resources
+and the kind-specific extras (task, update, reason).
 
 Templates for SMS, email subjects and bodies are given these views and never an `Incident`, so the
 restricted details (names, ...) cannot reach a message: `SharedView` has no field for them, and every
@@ -94,6 +95,10 @@ class SharedView:
     def level_label(self) -> str:
         return LEVEL_LABELS[self.level]
 
+    @property
+    def state_label(self) -> str:
+        return self.state.value.replace("_", " ").capitalize()
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecipientView:
@@ -126,3 +131,50 @@ class Resources:
 
     def __post_init__(self) -> None:
         refuse_restricted(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Extra:
+    """Kind-specific, shareable fields; refuses `Restricted` text like the views do."""
+
+    def __post_init__(self) -> None:
+        refuse_restricted(self)
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type == "str" and not isinstance(value, str):
+                raise TypeError(f"{type(self).__name__}.{field.name} must be text")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BriefingExtra(Extra):
+    """The duty officer's edited lines for elected members; empty means the template's wording."""
+
+    talking_points: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskExtra(Extra):
+    title: str
+    due_at: datetime
+
+    def __post_init__(self) -> None:
+        Extra.__post_init__(self)
+        object.__setattr__(self, "due_at", as_utc(self.due_at, "due_at"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateExtra(Extra):
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StandDownExtra(Extra):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClosureExtra(Extra):
+    reason: str
+
+
+SmsExtra = BriefingExtra | TaskExtra | UpdateExtra | StandDownExtra | ClosureExtra

@@ -6,11 +6,11 @@ email) file; the same key written twice is a no-op returning the same Accepted.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
 import re
+import threading
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +42,7 @@ class _Journal:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.lock = asyncio.Lock()
+        self.lock = threading.Lock()  # the write never awaits: this only guards against threads
         self._keys: dict[str, str] | None = None  # key -> stem
 
     def keys(self) -> dict[str, str]:
@@ -54,20 +54,22 @@ class _Journal:
                     self._keys[entry["key"]] = entry["id"]
         return self._keys
 
-    def write(self, key: str, stem: str, entry: dict[str, Any], files: dict[str, str]) -> None:
+    def write(self, key: str, stem: str, entry: dict[str, Any], files: dict[str, str]) -> str:
+        """Record the message once; return the stem of its files (the first one's, for a repeat)."""
         keys = self.keys()
-        # Another process may have written it: its .txt file is the last thing written.
+        # Another process may have written it: its .txt file shows that.
         if key not in keys and not (self.directory / f"{stem}.txt").exists():
             line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
             with open(self.directory / JOURNAL, "a", encoding="utf-8") as journal:
                 journal.write(line)
                 journal.flush()
                 os.fsync(journal.fileno())
-        keys[key] = stem
+        stem = keys.setdefault(key, stem)
         for suffix, text in files.items():  # rewrites what a crash left half-done; same content
             path = self.directory / f"{stem}.{suffix}"
             if not path.exists():
                 _write_atomic(path, text)
+        return stem
 
 
 def _journal(data_dir: Path | str) -> _Journal:
@@ -120,9 +122,8 @@ class OutboxSender:
             if message.status_callback:
                 entry["status_callback"] = message.status_callback
             files = {"txt": _card(at, channel, message.key, [f"To: {message.to}"], message.body)}
-        async with journal.lock:
-            journal.write(message.key, journal.keys().get(message.key, stem), entry, files)
-            stem = journal.keys()[message.key]
+        with journal.lock:
+            stem = journal.write(message.key, stem, entry, files)
         return Accepted(provider=PROVIDER, provider_id=stem, status="accepted")
 
     async def close(self) -> None:

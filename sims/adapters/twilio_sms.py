@@ -54,10 +54,12 @@ class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped libra
                       data: dict[str, object] | None = None, headers: dict[str, str] | None = None,
                       auth: tuple[str, str] | None = None, timeout: float | None = None,
                       allow_redirects: bool = False) -> Response:
-        basic_auth = aiohttp.BasicAuth(login=auth[0], password=auth[1]) if auth else None
+        headers = dict(headers or {})
+        if auth:
+            headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
         kwargs: dict[str, Any] = {
             "method": method.upper(), "url": self._rewrite(url), "params": params, "data": data,
-            "headers": headers, "auth": basic_auth, "allow_redirects": allow_redirects,
+            "headers": headers, "allow_redirects": allow_redirects,
         }
         if timeout is not None:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)

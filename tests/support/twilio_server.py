@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from aiohttp import BasicAuth, ClientSession, ClientTimeout, web
+from aiohttp import ClientSession, ClientTimeout, encode_basic_auth, web
 from twilio.request_validator import RequestValidator
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 31 + "1"
@@ -178,7 +178,7 @@ class TwilioServer:
         self._script = _Script()
         self._random = random.Random(seed)
         self._validator = RequestValidator(auth_token)
-        self._auth = BasicAuth(account_sid, auth_token).encode()
+        self._auth = encode_basic_auth(account_sid, auth_token)
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -382,6 +382,60 @@ class TwilioServer:
         attempt = CallbackAttempt(url=url, params=params, signature=signature, response_status=status)
         self.callbacks.append(attempt)
         return attempt
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Webhook:
+    """One request the receiver got: the full URL as called, form params, and Twilio's signature."""
+
+    url: str
+    params: dict[str, str]
+    signature: str | None
+
+
+class WebhookReceiver:
+    """A tiny HTTP endpoint on 127.0.0.1 that records status callbacks; `url(path)` gives its address."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.status = status
+        self.received: list[Webhook] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._event = asyncio.Event()
+
+    def url(self, path: str = "/twilio/status") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.received.append(Webhook(url=str(request.url), signature=request.headers.get("X-Twilio-Signature"),
+                                     params={k: v for k, v in form.items() if isinstance(v, str)}))
+        self._event.set()
+        return web.Response(status=self.status)
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Webhook]:
+        """Wait until at least `count` requests have arrived."""
+        async with asyncio.timeout(timeout):
+            while len(self.received) < count:
+                self._event.clear()
+                await self._event.wait()
+        return self.received
+
+    async def start(self) -> WebhookReceiver:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -1,0 +1,279 @@
+"""The `sims` command line: run SIMS, raise and follow incidents, export and verify the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+
+from sims import queries
+from sims.adapters.commands import submit
+from sims.bootstrap import Runtime, connect_runtime
+from sims.config import Settings
+from sims.errors import SimsError
+from sims.logs import configure
+from sims.messages import Command, RaiseIncident, Transition, Trigger, UpdateIncident
+from sims.model import IncidentType, Level, State
+from sims.protocol_config import load_protocol
+
+app = typer.Typer(help="SIMS - Serious Incident Management System.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+audit_app = typer.Typer(help="Export and verify the tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _with_runtime(fn: Callable[[Runtime], Awaitable[T]]) -> T:
+    settings = _settings()
+    configure("warning", json=False)
+    url = settings.resolved_nats_url()
+    if not url:
+        _fail("SIMS is not running here: start it with `sims up` (or set SIMS_NATS_URL).")
+
+    async def go() -> T:
+        try:
+            rt = await asyncio.wait_for(connect_runtime(settings, str(url), "sims-cli", setup=False), 10)
+        except Exception as exc:  # noqa: BLE001 - any connection failure gets the same advice
+            _fail(f"Cannot reach NATS at {url}: {exc}. Is `sims up` running?")
+            raise
+        try:
+            return await fn(rt)
+        finally:
+            await rt.close()
+
+    try:
+        return asyncio.run(go())
+    except SimsError as exc:
+        _fail(str(exc))
+        raise
+
+
+def _run_command(command: Command) -> dict[str, Any]:
+    async def go(rt: Runtime) -> dict[str, Any]:
+        return await submit(rt.nc, rt.js, rt.kv, command, rt.settings.command_timeout)
+
+    result = _with_runtime(go)
+    if result.get("ok"):
+        typer.secho(f"{result['kind']}: {result['reference']} ({result['incident_id']}) is now "
+                    f"{result['state']} [version {result['version']}]", fg=typer.colors.GREEN)
+    elif result.get("queued"):
+        typer.secho(result["message"], fg=typer.colors.YELLOW)
+    else:
+        _fail(f"Refused: {result['error']['message']}", code=2)
+    return result
+
+
+def _serve(worker: bool, web: bool, embedded: bool) -> None:
+    from handlers.serve import serve
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    configure(settings.log_level, settings.log_json)
+    try:
+        asyncio.run(serve(settings, worker=worker, web=web, embedded=embedded))
+    except SimsError as exc:
+        _fail(f"SIMS cannot start: {exc}")
+
+
+@app.command()
+def up() -> None:
+    """Run everything on this machine: embedded NATS (unless SIMS_NATS_URL), handlers and web."""
+    _serve(worker=True, web=True, embedded=True)
+
+
+@app.command()
+def worker() -> None:
+    """Run the handlers only (needs SIMS_NATS_URL)."""
+    _serve(worker=True, web=False, embedded=False)
+
+
+@app.command()
+def web() -> None:
+    """Run the HTTP server only (needs SIMS_NATS_URL)."""
+    _serve(worker=False, web=True, embedded=False)
+
+
+@app.command("raise")
+def raise_(
+    type: IncidentType = typer.Option(..., "--type", help="stabbing, shooting, homicide, serious_assault, other"),
+    level: Level = typer.Option(..., help="1 local, 2 borough-wide, 3 major"),
+    ward: str = typer.Option(..., help="Ward name, e.g. 'Peckham' (see `sims wards`)"),
+    location: str = typer.Option(..., help="Where, e.g. 'Rye Lane near the station'"),
+    outline: str = typer.Option(..., help="What happened, in words that may be shared"),
+    restricted: str = typer.Option("", help="Details that must not be shared (names...)"),
+    occurred_at: Optional[str] = typer.Option(None, help="ISO time with zone; default now"),
+    exercise: bool = typer.Option(False, "--exercise", help="This is an exercise"),
+    actor: str = typer.Option(os.environ.get("USER", "duty-officer"), help="Who is raising it"),
+    idempotency_key: Optional[str] = typer.Option(None, help="Same key twice = one incident"),
+) -> None:
+    """Raise a critical incident."""
+    data: dict[str, Any] = dict(type=type, level=level, ward=ward, location=location, outline=outline,
+                                restricted=restricted, exercise=exercise, actor=actor,
+                                occurred_at=occurred_at or datetime.now(timezone.utc).isoformat())
+    if idempotency_key:
+        data["command_id"] = idempotency_key
+    try:
+        command = RaiseIncident.model_validate(data)
+    except Exception as exc:  # pydantic's message names each field
+        _fail(f"Invalid incident: {exc}", code=2)
+        return
+    _run_command(command)
+
+
+@app.command()
+def update(
+    incident: str = typer.Argument(..., help="Incident id or reference"),
+    outline: Optional[str] = None, location: Optional[str] = None, restricted: Optional[str] = None,
+    level: Optional[Level] = None, victim_age_band: Optional[str] = None,
+    cross_border: Optional[bool] = typer.Option(None, "--cross-border/--no-cross-border"),
+    other_borough: Optional[str] = None,
+    add_crime_scene: list[str] = typer.Option([], help="Repeatable"),
+    add_cordon: list[str] = typer.Option([], help="Repeatable"),
+    add_rendezvous_point: list[str] = typer.Option([], help="Repeatable"),
+    add_road_closure: list[str] = typer.Option([], help="Repeatable"),
+    add_power: list[str] = typer.Option([], help="KIND,AREA,EXPIRES e.g. section_60,Peckham,2026-12-01T06:00Z"),
+    remove_cordon: list[str] = typer.Option([], help="Repeatable"),
+    expected_version: Optional[int] = None,
+    actor: str = typer.Option(os.environ.get("USER", "duty-officer")),
+) -> None:
+    """Add or correct an incident's details (each update is an event in its timeline)."""
+    powers = []
+    for spec in add_power:
+        parts = [p.strip() for p in spec.split(",")]
+        if len(parts) != 3:
+            _fail(f"--add-power {spec!r}: write KIND,AREA,EXPIRES", code=2)
+        powers.append({"kind": parts[0], "area": parts[1], "expires_at": parts[2],
+                       "authorised_at": datetime.now(timezone.utc).isoformat()})
+    data = dict(incident=incident, outline=outline, location=location, restricted=restricted, level=level,
+                victim_age_band=victim_age_band, cross_border=cross_border, other_borough=other_borough,
+                add_crime_scenes=add_crime_scene, add_cordons=add_cordon,
+                add_rendezvous_points=add_rendezvous_point, add_road_closures=add_road_closure,
+                add_police_powers=powers, remove_cordons=remove_cordon, expected_version=expected_version,
+                actor=actor)
+    try:
+        command = UpdateIncident.model_validate({k: v for k, v in data.items() if v not in (None, [])})
+    except Exception as exc:
+        _fail(f"Invalid update: {exc}", code=2)
+        return
+    _run_command(command)
+
+
+@app.command()
+def transition(
+    incident: str = typer.Argument(..., help="Incident id or reference"),
+    trigger: Trigger = typer.Argument(..., help="e.g. escalate, begin_reassurance, stand_down, close"),
+    reason: str = typer.Option("", help="Needed to stand down, de-escalate or close"),
+    actor: str = typer.Option(os.environ.get("USER", "duty-officer")),
+    expected_version: Optional[int] = None,
+) -> None:
+    """Move an incident on through the Critical Incident Protocol."""
+    _run_command(Transition(incident=incident, trigger=trigger, reason=reason, actor=actor,
+                            expected_version=expected_version))
+
+
+@app.command()
+def status(incident: Optional[str] = typer.Argument(None, help="Incident id or reference")) -> None:
+    """List incidents, or show one incident's state and timeline."""
+    if incident is None:
+        incidents = _with_runtime(queries.list_incidents)
+        if not incidents:
+            typer.echo("No incidents.")
+        for i in incidents:
+            mark = " EXERCISE" if i.exercise else ""
+            typer.echo(f"{i.reference:15} {i.state.value:12} L{i.level.value} {i.type.value:16} "
+                       f"{i.ward:32} raised {i.raised_at:%Y-%m-%d %H:%M}Z{mark}")
+        return
+
+    async def go(rt: Runtime) -> tuple[Any, list[dict[str, Any]]]:
+        return await queries.incident_with_timeline(rt, incident)
+
+    found, timeline = _with_runtime(go)
+    typer.echo(f"{found.reference} ({found.id}){' EXERCISE' if found.exercise else ''}")
+    typer.echo(f"  state: {found.state.value}  version {found.version}  level {found.level.value}"
+               f"{'  GOLD' if found.gold else ''}")
+    typer.echo(f"  {found.type.value} in {found.ward}: {found.location}")
+    typer.echo(f"  outline: {found.outline}")
+    from sims.protocol import allowed_triggers
+    typer.echo("  next: " + (", ".join(t.value for t in allowed_triggers(found.state)) or "(none)"))
+    typer.echo("Timeline:")
+    for entry in timeline:
+        typer.echo(f"  {entry['at'][:19]}Z  {entry['actor']:14} {entry['summary']}")
+
+
+@app.command()
+def wards() -> None:
+    """The wards of the borough in the protocol."""
+    protocol = load_protocol(_settings().protocol)
+    for ward in protocol.borough.wards:
+        typer.echo(ward)
+
+
+@app.command("dead-letters")
+def dead_letters(limit: int = 50) -> None:
+    """What could not be handled, with the reason (newest last)."""
+    from sims.adapters.jetstream import DEAD, read_subject
+
+    async def go(rt: Runtime) -> list[dict[str, Any]]:
+        return [json.loads(m.data) | {"subject": m.subject} async for m in read_subject(rt.js, DEAD, "sims.dlq.>")]
+
+    items = _with_runtime(go)[-limit:]
+    if not items:
+        typer.echo("No dead letters.")
+    for item in items:
+        typer.echo(f"{item['subject']}: {item['reason'].get('message')}  payload: {item['payload'][:120]}")
+
+
+@audit_app.command("export")
+def audit_export(incident: str, format: str = typer.Option("jsonl", help="jsonl or csv"),
+                 output: Optional[Path] = typer.Option(None, "-o", "--output")) -> None:
+    """Export an incident's audit trail (verifiable on its own with `sims audit verify FILE`)."""
+    if format not in ("jsonl", "csv"):
+        _fail("--format must be jsonl or csv", code=2)
+
+    async def go(rt: Runtime) -> list[dict[str, Any]]:
+        return await queries.audit_records(rt, incident)
+
+    records = _with_runtime(go)
+    text = queries.to_jsonl(records) if format == "jsonl" else queries.to_csv(records)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"Wrote {len(records)} records to {output}", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+@audit_app.command("verify")
+def audit_verify(file: Optional[Path] = typer.Argument(None, help="An exported file; default: the live trail")) -> None:
+    """Check the hash chain; names the first record that was altered, removed or reordered."""
+    if file is not None:
+        records = queries.parse_export(file.read_text(encoding="utf-8"))
+    else:
+        records = _with_runtime(lambda rt: queries.audit_records(rt))
+    verdict = queries.verify_records(records)
+    if verdict.ok:
+        typer.secho(verdict.describe(), fg=typer.colors.GREEN)
+    else:
+        _fail(verdict.describe(), code=3)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main", "State"]

@@ -1,0 +1,113 @@
+"""HTTP API (FastAPI): translates requests into commands and reads; never changes state itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+
+from sims import queries
+from sims.adapters.commands import submit
+from sims.bootstrap import Runtime
+from sims.errors import SimsError
+from sims.messages import MAX_COMMAND_BYTES, Command, RaiseIncident, Transition, Trigger, UpdateIncident
+
+STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "transition_not_allowed": 409}
+
+
+class RaiseBody(RaiseIncident):
+    """`POST /api/incidents`: a raise; `actor` is who raises it (the duty officer)."""
+
+
+class UpdateBody(UpdateIncident):
+    incident: str = Field(default="-", exclude=True)
+
+
+class TransitionBody(BaseModel):
+    trigger: Trigger
+    reason: str = Field(default="", max_length=2000)
+    actor: str = Field(min_length=1, max_length=120)
+    command_id: str | None = Field(default=None, min_length=8, max_length=128)
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+def _answer(result: dict[str, Any], created: bool = False) -> JSONResponse:
+    if result.get("queued"):
+        return JSONResponse(result, status_code=202)
+    if result.get("ok"):
+        return JSONResponse(result, status_code=201 if created else 200)
+    error = result.get("error") or {}
+    return JSONResponse(result, status_code=STATUS.get(str(error.get("error")), 400))
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    """The HTTP app over a connected runtime; nothing connects at import time."""
+    app = FastAPI(title="SIMS", version="0.1.0",
+                  description="Serious Incident Management System: raise and follow critical incidents.")
+
+    @app.middleware("http")
+    async def limit_size(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_COMMAND_BYTES:
+            return JSONResponse({"ok": False, "error": {"error": "too_large", "message":
+                                 f"Request body is {length} bytes; the limit is {MAX_COMMAND_BYTES}."}},
+                                status_code=413)
+        response: Response = await call_next(request)
+        return response
+
+    @app.exception_handler(SimsError)
+    async def sims_error(_: Request, exc: SimsError) -> JSONResponse:
+        return JSONResponse({"ok": False, "error": exc.to_dict()}, status_code=STATUS.get(exc.code, 400))
+
+    async def run(command: Command) -> dict[str, Any]:
+        return await submit(rt.nc, rt.js, rt.kv, command, rt.settings.command_timeout)
+
+    @app.post("/api/incidents", status_code=201, summary="Raise an incident")
+    async def raise_incident(body: RaiseBody) -> JSONResponse:
+        command = RaiseIncident.model_validate(body.model_dump(exclude={"kind"}))
+        return _answer(await run(command), created=True)
+
+    @app.get("/api/incidents", summary="Open and recent incidents")
+    async def list_incidents() -> list[dict[str, Any]]:
+        return [queries.public(i) for i in await queries.list_incidents(rt)]
+
+    @app.get("/api/incidents/{key}", summary="One incident with its timeline")
+    async def get_incident(key: str) -> dict[str, Any]:
+        incident, timeline = await queries.incident_with_timeline(rt, key)
+        return {**queries.public(incident), "timeline": timeline}
+
+    @app.post("/api/incidents/{key}/updates", summary="Add or correct details")
+    async def update_incident(key: str, body: UpdateBody) -> JSONResponse:
+        data = body.model_dump(exclude={"kind", "incident"}, exclude_unset=True)
+        data.setdefault("command_id", body.command_id)
+        return _answer(await run(UpdateIncident.model_validate({**data, "incident": key})))
+
+    @app.post("/api/incidents/{key}/transitions", summary="Move the incident on through the protocol")
+    async def transition(key: str, body: TransitionBody) -> JSONResponse:
+        data = body.model_dump(exclude_none=True)
+        return _answer(await run(Transition.model_validate({**data, "incident": key})))
+
+    @app.get("/api/incidents/{key}/audit", summary="Export the incident's audit trail")
+    async def audit_export(key: str, format: str = Query("jsonl", pattern="^(jsonl|csv)$")) -> PlainTextResponse:
+        records = await queries.audit_records(rt, key)
+        text = queries.to_jsonl(records) if format == "jsonl" else queries.to_csv(records)
+        media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+        return PlainTextResponse(text, media_type=media, headers={
+            "Content-Disposition": f'attachment; filename="audit-{key}.{format}"'})
+
+    @app.get("/healthz", summary="Is SIMS able to work?")
+    async def healthz() -> JSONResponse:
+        checks: dict[str, Any] = {"nats": rt.nc.is_connected}
+        try:
+            info = await rt.js.account_info()
+            checks["jetstream"] = True
+            checks["streams"] = info.streams
+        except Exception as exc:  # reported, not raised: this endpoint says what is wrong
+            checks["jetstream"] = False
+            checks["jetstream_error"] = str(exc)
+        ok = bool(checks["nats"] and checks["jetstream"])
+        return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)
+
+    return app

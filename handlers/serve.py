@@ -1,0 +1,78 @@
+"""Long-running processes: `sims up` (all in one), `sims worker`, `sims web`; clean stop on signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import AsyncExitStack
+
+import structlog
+import uvicorn
+
+from handlers.http import create_app
+from handlers.worker import build_broker
+from sims.adapters.nats_server import NatsServer
+from sims.bootstrap import connect_runtime
+from sims.config import Settings
+from sims.protocol_config import load_protocol
+
+log = structlog.get_logger("sims.serve")
+
+
+async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
+                say: object = print, ready: asyncio.Event | None = None) -> None:
+    """Run the chosen parts until SIGINT/SIGTERM, then drain handlers and stop what was started."""
+    echo = say if callable(say) else print
+    protocol = load_protocol(settings.protocol)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        url = settings.nats_url
+        if embedded and not url:
+            server = NatsServer(store_dir=settings.data_dir / "jetstream", port=settings.nats_port,
+                                name="sims-embedded")
+            server.start()
+            stack.callback(server.stop)
+            url = server.url
+            settings.url_file.write_text(url)
+            stack.callback(lambda: settings.url_file.unlink(missing_ok=True))
+            echo(f"NATS (embedded, JetStream, sync always): {url}  data: {server.store_dir.resolve()}")
+        elif not url:
+            raise SystemExit("Set SIMS_NATS_URL to the NATS server to use (or run `sims up`).")
+        else:
+            echo(f"NATS: {url}")
+        rt = await connect_runtime(settings, url, "sims-" + ("up" if embedded else "worker" if worker else "web"),
+                                   protocol=protocol)
+        stack.push_async_callback(rt.close)
+        if worker:
+            broker = build_broker(rt, url)
+            await broker.start()
+            stack.push_async_callback(broker.stop)
+            echo("Worker: handling commands on sims.cmd.incident; requests on sims.api.command")
+        if web:
+            config = uvicorn.Config(create_app(rt), host=settings.http_host, port=settings.http_port,
+                                    log_level="warning", lifespan="off")
+            server_http = uvicorn.Server(config)
+            server_http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            task = asyncio.create_task(server_http.serve())
+
+            async def stop_http() -> None:
+                server_http.should_exit = True
+                await task
+
+            stack.push_async_callback(stop_http)
+            while not server_http.started and not task.done():
+                await asyncio.sleep(0.05)
+            if task.done():
+                await task
+                raise SystemExit(f"HTTP server could not start on {settings.http_host}:{settings.http_port}")
+            echo(f"Web and API: {settings.base_url}  (API docs {settings.base_url}/docs)")
+        echo(f"Protocol: {settings.protocol}  ({protocol.borough.name}, {len(protocol.borough.wards)} wards)")
+        echo("Press Ctrl-C to stop.")
+        if ready:
+            ready.set()
+        await stop.wait()
+        echo("Stopping: draining handlers...")
+    echo("Stopped.")

@@ -1,0 +1,86 @@
+"""Read side: incidents, timelines and audit exports for the CLI and HTTP. Reads; never writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from sims import protocol
+from sims.audit import Verdict, verify
+from sims.bootstrap import Runtime
+from sims.errors import IncidentNotFound
+from sims.model import Incident
+
+AUDIT_FIELDS = ["chain", "index", "at", "actor", "incident_id", "action", "outcome", "detail", "prev", "hash"]
+
+
+def public(incident: Incident, restricted: bool = False) -> dict[str, Any]:
+    """The incident as JSON; restricted details only for callers allowed to see them."""
+    data = incident.model_dump(mode="json")
+    if not restricted:
+        data["restricted"] = "[restricted]" if incident.restricted.reveal() else ""
+    data["next_triggers"] = [t.value for t in protocol.allowed_triggers(incident.state)]
+    return data
+
+
+async def list_incidents(rt: Runtime) -> list[Incident]:
+    keys = await rt.kv.keys("sims_incidents")
+    found = [await rt.kv.get("sims_incidents", key) for key in keys]
+    incidents = [Incident.model_validate(item) for item in found if item]
+    return sorted(incidents, key=lambda i: i.raised_at, reverse=True)
+
+
+async def incident_with_timeline(rt: Runtime, key: str) -> tuple[Incident, list[dict[str, Any]]]:
+    """The incident rebuilt from its events (the truth), and its timeline."""
+    incident_id = await rt.incidents.resolve(key)
+    incident, _seq, events = await rt.incidents.load(incident_id)
+    timeline = [{"at": e.at.isoformat(), "actor": e.actor, "type": e.type.value, "summary": e.summary()}
+                for e in events]
+    return incident, timeline
+
+
+async def audit_records(rt: Runtime, key: str | None = None) -> list[dict[str, Any]]:
+    chain = await rt.incidents.resolve(key) if key else None
+    if chain:
+        _ = await rt.incidents.load(chain)  # IncidentNotFound for an unknown incident
+    return [record async for record in rt.audit.records(chain)]
+
+
+def to_jsonl(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records)
+
+
+def to_csv(records: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=AUDIT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({**r, "detail": json.dumps(r.get("detail", {}), sort_keys=True, ensure_ascii=False),
+                         "incident_id": r.get("incident_id") or ""})
+    return out.getvalue()
+
+
+def parse_export(text: str) -> list[dict[str, Any]]:
+    """Records from an exported JSONL or CSV file, with their types restored."""
+    stripped = text.lstrip()
+    if stripped.startswith("{") or not stripped:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = list(csv.DictReader(io.StringIO(text)))
+    records = []
+    for row in rows:
+        record: dict[str, Any] = dict(row)
+        record["index"] = int(row["index"]) if row.get("index", "").lstrip("-").isdigit() else row.get("index")
+        record["detail"] = json.loads(row["detail"]) if row.get("detail") else {}
+        record["incident_id"] = row.get("incident_id") or None
+        records.append(record)
+    return records
+
+
+def verify_records(records: list[dict[str, Any]]) -> Verdict:
+    return verify(records)
+
+
+__all__ = ["IncidentNotFound", "public", "list_incidents", "incident_with_timeline", "audit_records",
+           "to_jsonl", "to_csv", "parse_export", "verify_records"]

@@ -1,0 +1,339 @@
+"""Messages from templates/: SMS and email for each kind, from views that hold no restricted text.
+
+Templates see only `SharedView`, `RecipientView`, `Resources`, the recipient's link and a typed
+`extra` whose fields are shareable by construction; an email subject sees `SharedView` alone. The
+exercise prefix of SMS and subjects is added here, not left to each template.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
+
+from sims.errors import SimsError
+from sims.gsm import SegmentInfo, segments, to_gsm7
+from sims.model import Incident, Level, Restricted, State
+from sims.views import (
+    TYPE_LABELS,
+    BriefingExtra,
+    ClosureExtra,
+    Extra,
+    RecipientView,
+    Resources,
+    SharedView,
+    SmsExtra,
+    StandDownExtra,
+    TaskExtra,
+    UpdateExtra,
+    as_utc,
+)
+
+__all__ = [
+    "KINDS", "BriefingExtra", "ClosureExtra", "RenderedEmail", "RenderedSms", "Renderer", "RenderingFailed",
+    "SampleContext", "SmsExtra", "SmsTooLong", "StandDownExtra", "TaskExtra", "UpdateExtra",
+    "format_local_date", "format_local_time", "sample_context",
+]
+
+KINDS: tuple[str, ...] = ("holding", "briefing", "task", "update", "stand_down", "closure")
+MAX_SMS_SEGMENTS = 2
+MIN_SMS_FREE_TEXT = 24  # shorter than this, a shortened text says nothing: try the short prefix
+SMS_EXERCISE_PREFIXES = ("EXERCISE EXERCISE EXERCISE\n", "[EXERCISE] ")
+SUBJECT_EXERCISE_PREFIX = "EXERCISE: "
+EXERCISE_BANNER = "EXERCISE EXERCISE EXERCISE"
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+                "October", "November", "December")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class RenderingFailed(SimsError):
+    """A message could not be rendered as the protocol requires; `kind` says which."""
+
+    code = "rendering_failed"
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "kind": self.kind}
+
+
+class SmsTooLong(RenderingFailed):
+    """The SMS needs more than `limit` parts even with its free text shortened; `info` says how long."""
+
+    code = "sms_too_long"
+
+    def __init__(self, kind: str, info: SegmentInfo, limit: int = MAX_SMS_SEGMENTS) -> None:
+        self.info = info
+        self.limit = limit
+        super().__init__(kind, (
+            f"The {kind.replace('_', ' ')} SMS would be {info.segments} parts ({info.units} {info.encoding} "
+            f"units); the limit is {limit}. "
+            + ("Remove emoji and non-Latin characters: any one of them makes every part less than half "
+               "as long." if info.encoding == "UCS-2" else f"Shorten the template sms/{kind}.txt.")
+        ))
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "segments": self.info.segments, "units": self.info.units,
+                "encoding": self.info.encoding, "limit": self.limit}
+
+
+# kind -> (extra type, required?)
+EXTRA_FOR: dict[str, tuple[type[Extra] | None, bool]] = {
+    "holding": (None, False),
+    "briefing": (BriefingExtra, False),
+    "task": (TaskExtra, True),
+    "update": (UpdateExtra, True),
+    "stand_down": (StandDownExtra, True),
+    "closure": (ClosureExtra, True),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderedSms:
+    body: str
+    segments: SegmentInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def format_local_time(value: datetime, tz: ZoneInfo, *, year: bool = False) -> str:
+    """A UTC-aware time as people in the borough read it: '21:40 GMT, Mon 30 Nov' (BST in summer)."""
+    local = as_utc(value, "time").astimezone(tz)
+    text = f"{local:%H:%M} {local.tzname()}, {_DAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]}"
+    return f"{text} {local.year}" if year else text
+
+
+def format_local_date(value: datetime, tz: ZoneInfo) -> str:
+    """The local day of a UTC-aware time, spelt out: 'Monday 30 November'."""
+    local = as_utc(value, "time").astimezone(tz)
+    return f"{_DAY_NAMES[local.weekday()]} {local.day} {_MONTH_NAMES[local.month - 1]}"
+
+
+def _paragraphs(text: str) -> Markup:
+    """Plain text as HTML paragraphs (blank lines split them, single newlines become <br>), escaped."""
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", text.strip()) if b.strip()]
+    return Markup("\n").join(Markup("<p>%s</p>") % Markup("<br>\n").join(escape(line) for line in b.splitlines())
+                             for b in blocks)
+
+
+def _href(address: str) -> str:
+    """A web address from configuration as a link target; anything but http(s) gets https://."""
+    return address if re.match(r"^https?://", address) else "https://" + address
+
+
+def _fits(text: str) -> bool:
+    return segments(text).segments <= MAX_SMS_SEGMENTS
+
+
+def _shorten(text: str, limit: int | None) -> str:
+    """`text` cut to at most `limit` characters, at a word where one is near, ending in '...'."""
+    if limit is None or len(text) <= limit:
+        return text
+    cut = text[: max(limit - 3, 0)]
+    word = cut.rsplit(" ", 1)[0]
+    cut = word if len(cut) - len(word) <= 15 else cut
+    return cut.rstrip(" ,;:.-") + "..."
+
+
+_E = TypeVar("_E", bound=Extra)
+
+
+def _texts(extra: Extra | None) -> list[str]:
+    return [] if extra is None else [v for f in fields(extra) if isinstance(v := getattr(extra, f.name), str)]
+
+
+def _map_text(extra: _E | None, change: Callable[[str], str]) -> _E | None:
+    """`extra` with `change` applied to each of its text fields."""
+    if extra is None:
+        return None
+    return replace(extra, **{f.name: change(v) for f in fields(extra) if isinstance(v := getattr(extra, f.name), str)})
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _tidy_text(text: str) -> str:
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+class Renderer:
+    """Renders each message kind from `templates_dir` (sms/, email/) with undefined names refused."""
+
+    def __init__(self, templates_dir: Path | str = DEFAULT_TEMPLATES,
+                 protective_marking: str = "OFFICIAL-SENSITIVE", *, resources: Resources | None = None,
+                 timezone: str = "Europe/London") -> None:
+        if not protective_marking.strip():
+            raise ValueError("protective_marking must not be empty (e.g. OFFICIAL-SENSITIVE)")
+        self.protective_marking = protective_marking.strip()
+        self.resources = resources or Resources()
+        self.tz = ZoneInfo(timezone)
+        self.env = Environment(
+            loader=FileSystemLoader(str(templates_dir)),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.policies["truncate.leeway"] = 0
+        self.env.filters.update(
+            local_time=lambda value, year=False: format_local_time(value, self.tz, year=year),
+            local_date=lambda value: format_local_date(value, self.tz),
+            paragraphs=_paragraphs,
+            href=_href,
+        )
+
+    def _context(self, kind: str, view: SharedView, recipient: RecipientView, link: str,
+                 extra: SmsExtra | None) -> dict[str, Any]:
+        if kind not in EXTRA_FOR:
+            raise ValueError(f"unknown message kind {kind!r}; known: {', '.join(KINDS)}")
+        if not isinstance(view, SharedView) or not isinstance(recipient, RecipientView):
+            raise TypeError("messages are rendered from a SharedView and a RecipientView only")
+        expected, required = EXTRA_FOR[kind]
+        if extra is None and required:
+            raise TypeError(f"a {kind} message needs a {expected.__name__ if expected else 'no'} extra")
+        if extra is not None and (expected is None or not isinstance(extra, expected)):
+            raise TypeError(f"a {kind} message takes {expected.__name__ if expected else 'no extra'}, "
+                            f"not {type(extra).__name__}")
+        if isinstance(link, Restricted) or not isinstance(link, str):
+            raise TypeError("the link must be plain text")
+        if not link.strip():
+            raise ValueError("every message needs the recipient's link")
+        return {"kind": kind, "view": view, "recipient": recipient, "link": link, "extra": extra,
+                "resources": self.resources, "marking": self.protective_marking}
+
+    def render_sms(self, kind: str, view: SharedView, recipient: RecipientView, link: str,
+                   extra: SmsExtra | None = None) -> RenderedSms:
+        """The SMS for `kind` in at most two parts, GSM-7 where possible; SmsTooLong if it cannot fit.
+
+        If it would not fit, the free text of `extra` (task title, update, reason) is shortened at a
+        word, then the exercise prefix falls back to `[EXERCISE]`; the link always stays whole.
+        """
+        context = self._context(kind, view, recipient, link, extra)
+        template = self.env.get_template(f"sms/{kind}.txt")
+        gsm_extra = _map_text(extra, to_gsm7)  # typography first, so shortening sees what is sent
+
+        def body(prefix: str, limit: int | None) -> str:
+            shortened = _map_text(gsm_extra, lambda v: _shorten(v, limit))
+            return prefix + to_gsm7(_one_line(template.render({**context, "extra": shortened})))
+
+        longest = max((len(v) for v in _texts(gsm_extra)), default=0)
+        prefixes = SMS_EXERCISE_PREFIXES if view.exercise else ("",)
+        for prefix in prefixes:
+            best: str | None = body(prefix, None)
+            if not _fits(best):
+                best, lo, hi = None, MIN_SMS_FREE_TEXT, longest - 1
+                while lo <= hi:  # the longest shortened free text that still fits
+                    mid = (lo + hi) // 2
+                    candidate = body(prefix, mid)
+                    if _fits(candidate):
+                        best, lo = candidate, mid + 1
+                    else:
+                        hi = mid - 1
+            if best is not None:
+                return RenderedSms(body=best, segments=segments(best))
+        raise SmsTooLong(kind, segments(body(prefixes[-1], None)))
+
+    def render_subject(self, kind: str, view: SharedView) -> str:
+        """The email subject: it sees the SharedView and nothing else."""
+        if not isinstance(view, SharedView):
+            raise TypeError("an email subject is rendered from a SharedView only")
+        subject = _one_line(self.env.get_template(f"email/{kind}.subject.txt").render(view=view))
+        return SUBJECT_EXERCISE_PREFIX + subject if view.exercise else subject
+
+    def render_email(self, kind: str, view: SharedView, recipient: RecipientView, link: str,
+                     extra: SmsExtra | None = None) -> RenderedEmail:
+        """Subject, plain text and HTML of the email for `kind`, marked at top and bottom."""
+        context = self._context(kind, view, recipient, link, extra)
+        email = RenderedEmail(
+            subject=self.render_subject(kind, view),
+            text=_tidy_text(self.env.get_template(f"email/{kind}.txt").render(context)),
+            html=self.env.get_template(f"email/{kind}.html").render(context).strip() + "\n",
+        )
+        for part, body in (("text", email.text), ("html", email.html)):
+            if body.count(self.protective_marking) < 2:
+                raise RenderingFailed(kind, f"the {kind} email {part} must show the protective marking "
+                                            f"{self.protective_marking} at top and bottom")
+            if view.exercise and EXERCISE_BANNER not in body:
+                raise RenderingFailed(kind, f"the {kind} email {part} of an exercise lacks its banner")
+        return email
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SampleContext:
+    """Arguments for `render_sms` / `render_email`: `renderer.render_sms(kind, *sample.args())`."""
+
+    view: SharedView
+    recipient: RecipientView
+    link: str
+    extra: SmsExtra | None
+
+    def args(self) -> tuple[SharedView, RecipientView, str, SmsExtra | None]:
+        return self.view, self.recipient, self.link, self.extra
+
+
+SAMPLE_LINK = "https://sims.southwark.gov.uk/a/" + "Xk7_pQ2-mZ9rT4vW8yB1cD6fG3hJ5kL0nP2sUa"
+_SAMPLE_WORDS = (
+    "Police have extended the cordon on Tower Bridge Road and the dispersal order now covers the "
+    "estate and the surrounding streets until Thursday morning; officers will be at the community "
+    "centre from nine, and the Wellbeing Hub will run a drop-in at the library after school."
+)
+
+
+def sample_context(kind: str) -> SampleContext:
+    """Worst-case sample data for `kind` (longest ward, type and level, long texts, 70-char link,
+    an exercise, a restricted name): for previews and for tests that every message still fits."""
+    if kind not in EXTRA_FOR:
+        raise ValueError(f"unknown message kind {kind!r}; known: {', '.join(KINDS)}")
+    occurred = datetime(2026, 11, 30, 21, 40, tzinfo=timezone.utc)
+    state = {"stand_down": State.STOOD_DOWN, "closure": State.CLOSED}.get(kind, State.ESCALATED)
+    incident = Incident(
+        id="0" * 32, reference="SWK-2026-1130-0142", version=7, state=state,
+        type=max(TYPE_LABELS, key=lambda t: len(TYPE_LABELS[t])), level=Level.BOROUGH,
+        occurred_at=occurred, raised_at=occurred + timedelta(minutes=12),
+        ward="London Bridge & West Bermondsey",
+        location="Outside the Co-op on Tower Bridge Road, near the junction with Druid Street and the "
+                 "entrance to the Arnold Estate",
+        outline="A man in his twenties was found with stab wounds and taken to hospital; police are at "
+                "the scene and a cordon is in place. " + _SAMPLE_WORDS,
+        restricted=Restricted("Victim: John Smith, 24, of Druid Street; suspect known to police"),
+        exercise=True, raised_by="duty.officer", gold=True, updated_at=occurred + timedelta(hours=3),
+    )
+    extras: dict[str, SmsExtra | None] = {
+        "holding": None,
+        "briefing": BriefingExtra(talking_points="I know many of you will be shocked and upset. " + _SAMPLE_WORDS),
+        "task": TaskExtra(title="Wellbeing Hub outreach to residents of the estate and the streets around "
+                                "the cordon, including the youth club and both primary schools nearby",
+                          due_at=occurred + timedelta(hours=48)),
+        "update": UpdateExtra(text=_SAMPLE_WORDS),
+        "stand_down": StandDownExtra(reason="Police have confirmed the injury was not caused by an "
+                                            "assault, so the protocol threshold is not met. " + _SAMPLE_WORDS),
+        "closure": ClosureExtra(reason="The review is complete and the actions are handed to the "
+                                       "Community Safety Partnership. " + _SAMPLE_WORDS),
+    }
+    return SampleContext(
+        view=SharedView.of(incident),
+        recipient=RecipientView(name="Councillor Oluwaseun Abdul-Rahman Fitzgerald-Okonkwo",
+                                salutation="Cllr Fitzgerald-Okonkwo",
+                                roles=("ward_councillor", "cabinet_member_community_safety")),
+        link=SAMPLE_LINK, extra=extras[kind],
+    )
