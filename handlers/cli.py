@@ -277,3 +277,7 @@ def main() -> None:
 
 
 __all__ = ["app", "main", "State"]
+
+
+if __name__ == "__main__":
+    main()

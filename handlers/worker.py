@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import structlog
@@ -41,7 +42,9 @@ async def dead_letter(rt: Runtime, subject: str, raw: bytes, reason: dict[str, A
 
 def build_broker(rt: Runtime, url: str) -> NatsBroker:
     """A broker whose subscribers call `rt`'s services; nothing connects until it is started."""
-    broker = NatsBroker(url, max_reconnect_attempts=-1, log_level=10)
+    quiet = logging.getLogger("sims.faststream")
+    quiet.setLevel(logging.WARNING)
+    broker = NatsBroker(url, max_reconnect_attempts=-1, logger=quiet, log_level=logging.DEBUG)
     stream = JStream(name=jsa.COMMANDS, declare=False)
 
     @broker.subscriber(jsa.CMD_SUBJECT, stream=stream, durable=jsa.COMMAND_CONSUMER,

@@ -81,8 +81,8 @@ class EmailSender(Protocol):
 
 
 class EventStore(Protocol):
-    async def load(self, incident_id: str) -> tuple[list[Any], int]:
-        """All events of an incident and the sequence of the last one (0: none)."""
+    async def load(self, incident_id: str, after: int = 0) -> tuple[list[Any], int]:
+        """Events of an incident stored after sequence `after`, and the last sequence (0: none)."""
         ...
 
     async def append(self, incident_id: str, events: list[Any], expected_seq: int, msg_id: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -239,9 +239,10 @@ class Renderer:
         longest = max((len(v) for v in _texts(gsm_extra)), default=0)
         prefixes = SMS_EXERCISE_PREFIXES if view.exercise else ("",)
         for prefix in prefixes:
-            best: str | None = body(prefix, None)
-            if not _fits(best):
-                best, lo, hi = None, MIN_SMS_FREE_TEXT, longest - 1
+            whole = body(prefix, None)
+            best = whole if _fits(whole) else None
+            if best is None:
+                lo, hi = MIN_SMS_FREE_TEXT, longest - 1
                 while lo <= hi:  # the longest shortened free text that still fits
                     mid = (lo + hi) // 2
                     candidate = body(prefix, mid)
@@ -304,7 +305,7 @@ def sample_context(kind: str) -> SampleContext:
     an exercise, a restricted name): for previews and for tests that every message still fits."""
     if kind not in EXTRA_FOR:
         raise ValueError(f"unknown message kind {kind!r}; known: {', '.join(KINDS)}")
-    occurred = datetime(2026, 11, 30, 21, 40, tzinfo=timezone.utc)
+    occurred = datetime(2026, 11, 30, 21, 40, tzinfo=UTC)
     state = {"stand_down": State.STOOD_DOWN, "closure": State.CLOSED}.get(kind, State.ESCALATED)
     incident = Incident(
         id="0" * 32, reference="SWK-2026-1130-0142", version=7, state=state,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import re
 import uuid
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -21,7 +24,8 @@ from sims.protocol_config import ProtocolConfig
 log = structlog.get_logger("sims.services")
 REFERENCE = re.compile(r"^[A-Z]{2,5}-\d{4}-\d{4,}$")
 NAMESPACE = uuid.UUID("0f4c5d1e-6a7b-4c8d-9e0f-5a1b2c3d4e5f")
-MAX_RETRIES = 20
+MAX_RETRIES = 50
+CACHE_SIZE = 2048
 SYSTEM_CHAIN = "system"
 
 
@@ -60,6 +64,8 @@ class IncidentService:
     kv: KeyValue
     protocol: ProtocolConfig
     clock: Clock
+    _cache: OrderedDict[str, tuple[Incident, int]] = field(default_factory=OrderedDict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def resolve(self, key: str) -> str:
         if REFERENCE.match(key):
@@ -70,11 +76,30 @@ class IncidentService:
         return key
 
     async def load(self, incident_id: str) -> tuple[Incident, int, list[Event]]:
+        """The incident replayed from all its events (the truth), its last sequence and the events."""
         events, seq = await self.store.load(incident_id)
         incident = protocol.replay(events)
         if incident is None:
             raise IncidentNotFound(incident_id)
         return incident, seq, events
+
+    async def _current(self, incident_id: str) -> tuple[Incident, int]:
+        """The incident brought up to date from the cache plus any newer events."""
+        cached = self._cache.get(incident_id)
+        incident, seq = cached if cached else (None, 0)
+        events, seq = await self.store.load(incident_id, after=seq)
+        for event in events:
+            incident = protocol.evolve(incident, event)
+        if incident is None:
+            raise IncidentNotFound(incident_id)
+        self._remember(incident, seq)
+        return incident, seq
+
+    def _remember(self, incident: Incident, seq: int) -> None:
+        self._cache[incident.id] = (incident, seq)
+        self._cache.move_to_end(incident.id)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
 
     async def handle(self, command: Command) -> Result:
         """Apply one command exactly once; a repeated command id returns the first result."""
@@ -118,8 +143,12 @@ class IncidentService:
         if isinstance(command, RaiseIncident):
             return await self._raise(command)
         incident_id = await self.resolve(command.incident)
-        for _ in range(MAX_RETRIES):
-            incident, seq, _events = await self.load(incident_id)
+        async with self._locks.setdefault(incident_id, asyncio.Lock()):
+            return await self._apply_to(incident_id, command)
+
+    async def _apply_to(self, incident_id: str, command: UpdateIncident | Transition) -> tuple[Incident, list[Event]]:
+        for attempt in range(MAX_RETRIES):
+            incident, seq = await self._current(incident_id)
             if command.expected_version is not None and command.expected_version != incident.version:
                 raise Conflict(incident.id, command.expected_version, incident.version)
             now = self.clock.now()
@@ -129,13 +158,15 @@ class IncidentService:
                 assert isinstance(command, Transition)
                 new = protocol.decide_transition(incident, command, now)
             try:
-                await self.store.append(incident.id, new, seq, command.command_id)
-            except StaleSequence:
-                continue  # someone else appended first: decide again on the newer state
+                seq = await self.store.append(incident.id, new, seq, command.command_id)
+            except StaleSequence:  # another worker appended first: decide again on the newer state
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                continue
             for event in new:
                 incident = protocol.evolve(incident, event)
+            self._remember(incident, seq)
             return incident, new
-        raise Conflict(incident_id, -1, -1)
+        raise Conflict(incident_id, incident.version, incident.version)
 
     async def _raise(self, command: RaiseIncident) -> tuple[Incident, list[Event]]:
         incident_id = incident_id_for(command.command_id)

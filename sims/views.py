@@ -9,7 +9,7 @@ view refuses a `Restricted` value outright.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sims.model import Incident, IncidentType, Level, Restricted, State
 
@@ -50,7 +50,7 @@ def as_utc(value: datetime, what: str) -> datetime:
     """`value` in UTC; a time without a timezone is refused (its meaning would be a guess)."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must include a timezone")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +154,8 @@ class BriefingExtra(Extra):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskExtra(Extra):
+    """A protocol task for the recipient: its title and when it is due (UTC-aware)."""
+
     title: str
     due_at: datetime
 
@@ -164,17 +166,24 @@ class TaskExtra(Extra):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateExtra(Extra):
+    """What the duty officer wrote for everyone told about the incident."""
+
     text: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StandDownExtra(Extra):
+    """Why the response was stood down, as it may be shared."""
+
     reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClosureExtra(Extra):
+    """The closing note, as it may be shared."""
+
     reason: str
 
 
+# What `Renderer.render_sms` and `render_email` accept as `extra` (which one depends on the kind).
 SmsExtra = BriefingExtra | TaskExtra | UpdateExtra | StandDownExtra | ClosureExtra

@@ -29,3 +29,14 @@ async def runtime(nats_server: NatsServer, settings: Settings) -> AsyncIterator[
     rt = await connect_runtime(settings, nats_server.url, "test")
     yield rt
     await rt.close()
+
+
+@pytest.fixture
+async def worker(runtime: Runtime, nats_server: NatsServer) -> AsyncIterator[Runtime]:
+    """A running worker (FastStream subscribers) over `runtime`."""
+    from handlers.worker import build_broker
+
+    broker = build_broker(runtime, nats_server.url)
+    await broker.start()
+    yield runtime
+    await broker.stop()

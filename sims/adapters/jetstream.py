@@ -128,13 +128,17 @@ class NatsEventStore:
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
 
-    async def load(self, incident_id: str) -> tuple[list[Event], int]:
+    async def load(self, incident_id: str, after: int = 0) -> tuple[list[Event], int]:
+        """Events of the incident stored after stream sequence `after`, and the last sequence read."""
         events: list[Event] = []
-        last = 0
-        async for msg in read_subject(self.js, EVENTS, evt_subject(incident_id)):
-            events.extend(Event.model_validate(e) for e in json.loads(msg.data)["events"])
-            last = msg.metadata.sequence.stream
-        return events, last
+        subject, last = evt_subject(incident_id), after
+        while True:
+            try:
+                msg = await self.js.get_msg(EVENTS, seq=last + 1, subject=subject, next=True)
+            except NotFoundError:
+                return events, last
+            events.extend(Event.model_validate(e) for e in json.loads(msg.data or b"{}")["events"])
+            last = int(msg.seq or 0)
 
     async def append(self, incident_id: str, events: list[Event], expected_seq: int, msg_id: str) -> int:
         payload = json.dumps({"events": [e.model_dump(mode="json") for e in events]}).encode()

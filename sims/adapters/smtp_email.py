@@ -58,7 +58,7 @@ class SmtpEmailSender:
         return aiosmtplib.SMTP(
             hostname=self._host, port=self._port, username=self._username, password=self._password,
             timeout=self._timeout, use_tls=self._tls == "tls",
-            start_tls=True if self._tls == "starttls" else False,
+            start_tls=self._tls == "starttls",
             validate_certs=self._validate_certs)
 
     def _pool(self) -> asyncio.Queue[_Connection]:
@@ -109,7 +109,7 @@ class SmtpEmailSender:
         except aiosmtplib.SMTPNotSupported as exc:
             raise DeliveryFailed(provider=PROVIDER, transient=False, code="not-supported",
                                  message=str(exc)) from exc
-        except (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPTimeoutError) as exc:
             _drop(connection)
             raise DeliveryFailed(provider=PROVIDER, transient=True, code="timeout",
                                  message=f"{type(exc).__name__}: {exc}") from exc
@@ -140,7 +140,7 @@ class SmtpEmailSender:
             if connection.client.is_connected:
                 try:
                     await connection.client.quit(timeout=min(self._timeout, 2))
-                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                except (TimeoutError, aiosmtplib.SMTPException, OSError):
                     connection.client.close()
         self._all.clear()
         self._idle = None

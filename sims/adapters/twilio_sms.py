@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.http.response import Response
-from twilio.rest import Client
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException  # type: ignore[import-untyped]
+from twilio.http.async_http_client import AsyncTwilioHttpClient  # type: ignore[import-untyped]
+from twilio.http.response import Response  # type: ignore[import-untyped]
+from twilio.rest import Client  # type: ignore[import-untyped]
 
 from sims.ports import Accepted, DeliveryFailed, OutgoingSms
 
@@ -127,13 +126,13 @@ class TwilioSmsSender:
             raise _rest_failure(exc.status, exc.code, exc.msg, slot[0]) from exc
         except TwilioServiceException as exc:
             raise _rest_failure(exc.status, exc.code, str(exc), slot[0]) from exc
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise DeliveryFailed(provider=PROVIDER, transient=True, code="timeout",
                                  message=f"no answer from Twilio within {self._timeout:g} s") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise DeliveryFailed(provider=PROVIDER, transient=True, code="connection",
                                  message=f"{type(exc).__name__}: {exc}") from exc
-        except TwilioException as exc:  # e.g. a 2xx answer whose body is not JSON
+        except (TwilioException, ValueError) as exc:  # e.g. a 2xx answer whose body is not JSON
             raise DeliveryFailed(provider=PROVIDER, transient=True, code="protocol", message=str(exc)) from exc
         finally:
             _retry_after_slot.reset(token)
@@ -154,5 +153,6 @@ def _rest_failure(status: int, code: int | None, message: str, retry_after: floa
                               retry_after=retry_after)
     if code in PERMANENT_CODES:
         return DeliveryFailed(provider=PROVIDER, transient=False, code=code_text, message=message)
-    transient = status >= 500 or status in (408, 409)
+    # 401/403 refuse the account, not this message: an operator can fix it, so it is worth retrying.
+    transient = status >= 500 or status in (401, 403, 408, 409)
     return DeliveryFailed(provider=PROVIDER, transient=transient, code=code_text, message=message)
