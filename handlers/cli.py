@@ -272,6 +272,15 @@ def audit_verify(file: Optional[Path] = typer.Argument(None, help="An exported f
         _fail(verdict.describe(), code=3)
 
 
+@app.command()
+def docs() -> None:
+    """Write the OpenAPI and AsyncAPI documents to docs/."""
+    from handlers.docs import write
+
+    for path in write():
+        typer.echo(f"Wrote {path}")
+
+
 def main() -> None:
     app()
 

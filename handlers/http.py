@@ -97,6 +97,12 @@ def create_app(rt: Runtime) -> FastAPI:
         return PlainTextResponse(text, media_type=media, headers={
             "Content-Disposition": f'attachment; filename="audit-{key}.{format}"'})
 
+    @app.get("/asyncapi.json", summary="The AsyncAPI document of the NATS interface")
+    async def asyncapi_doc() -> dict[str, Any]:
+        from handlers.docs import asyncapi
+
+        return asyncapi()
+
     @app.get("/healthz", summary="Is SIMS able to work?")
     async def healthz() -> JSONResponse:
         checks: dict[str, Any] = {"nats": rt.nc.is_connected}

@@ -66,7 +66,7 @@ class Verdict:
 
     def describe(self) -> str:
         if self.ok:
-            return f"OK: {self.records} records in {self.chains} chain(s) verified; last hash {self.last_hash}"
+            return f"OK: {self.records} record(s) in {self.chains} chain(s) verified; last hash {self.last_hash}"
         return f"BROKEN at record {self.position}: {self.problem}"
 
 

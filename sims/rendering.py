@@ -130,8 +130,10 @@ def format_local_date(value: datetime, tz: ZoneInfo) -> str:
 def _paragraphs(text: str) -> Markup:
     """Plain text as HTML paragraphs (blank lines split them, single newlines become <br>), escaped."""
     blocks = [b.strip() for b in re.split(r"\n\s*\n", text.strip()) if b.strip()]
-    return Markup("\n").join(Markup("<p>%s</p>") % Markup("<br>\n").join(escape(line) for line in b.splitlines())
-                             for b in blocks)
+    return Markup("\n").join(
+        Markup("<p>%s</p>") % Markup("<br>\n").join(escape(line) for line in block.splitlines())
+        for block in blocks
+    )
 
 
 def _href(address: str) -> str:
@@ -164,7 +166,8 @@ def _map_text(extra: _E | None, change: Callable[[str], str]) -> _E | None:
     """`extra` with `change` applied to each of its text fields."""
     if extra is None:
         return None
-    return replace(extra, **{f.name: change(v) for f in fields(extra) if isinstance(v := getattr(extra, f.name), str)})
+    changed = {f.name: change(v) for f in fields(extra) if isinstance(v := getattr(extra, f.name), str)}
+    return replace(extra, **changed)
 
 
 def _one_line(text: str) -> str:
@@ -190,7 +193,7 @@ class Renderer:
         self.env = Environment(
             loader=FileSystemLoader(str(templates_dir)),
             undefined=StrictUndefined,
-            autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
+            autoescape=select_autoescape(("html",), default_for_string=False, default=False),
             trim_blocks=True,
             lstrip_blocks=True,
         )
@@ -210,7 +213,7 @@ class Renderer:
             raise TypeError("messages are rendered from a SharedView and a RecipientView only")
         expected, required = EXTRA_FOR[kind]
         if extra is None and required:
-            raise TypeError(f"a {kind} message needs a {expected.__name__ if expected else 'no'} extra")
+            raise TypeError(f"a {kind} message needs its {expected.__name__ if expected else ''}")
         if extra is not None and (expected is None or not isinstance(extra, expected)):
             raise TypeError(f"a {kind} message takes {expected.__name__ if expected else 'no extra'}, "
                             f"not {type(extra).__name__}")
@@ -321,13 +324,14 @@ def sample_context(kind: str) -> SampleContext:
     )
     extras: dict[str, SmsExtra | None] = {
         "holding": None,
-        "briefing": BriefingExtra(talking_points="I know many of you will be shocked and upset. " + _SAMPLE_WORDS),
+        "briefing": BriefingExtra(
+            talking_points="I know many of you will be shocked and upset. " + _SAMPLE_WORDS),
         "task": TaskExtra(title="Wellbeing Hub outreach to residents of the estate and the streets around "
                                 "the cordon, including the youth club and both primary schools nearby",
                           due_at=occurred + timedelta(hours=48)),
         "update": UpdateExtra(text=_SAMPLE_WORDS),
-        "stand_down": StandDownExtra(reason="Police have confirmed the injury was not caused by an "
-                                            "assault, so the protocol threshold is not met. " + _SAMPLE_WORDS),
+        "stand_down": StandDownExtra(reason="Police have confirmed the injury was not caused by an assault, "
+                                            "so the protocol threshold is not met. " + _SAMPLE_WORDS),
         "closure": ClosureExtra(reason="The review is complete and the actions are handed to the "
                                        "Community Safety Partnership. " + _SAMPLE_WORDS),
     }

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sims.model import Incident, IncidentType, Level, Restricted, State
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 TYPE_LABELS: dict[IncidentType, str] = {
     IncidentType.STABBING: "Stabbing",
@@ -28,9 +32,9 @@ LEVEL_LABELS: dict[Level, str] = {
 }
 
 
-def refuse_restricted(view: object) -> None:
+def refuse_restricted(view: DataclassInstance) -> None:
     """Raise TypeError if any field of the dataclass `view` holds (or lists) a `Restricted` value."""
-    for field in fields(view):  # type: ignore[arg-type]
+    for field in fields(view):
         value = getattr(view, field.name)
         items = value if isinstance(value, tuple) else (value,)
         if any(isinstance(item, Restricted) for item in items):
@@ -42,8 +46,9 @@ def refuse_restricted(view: object) -> None:
 
 def _require_str(view: object, *names: str) -> None:
     for name in names:
-        if not isinstance(getattr(view, name), str):
-            raise TypeError(f"{type(view).__name__}.{name} must be text, not {type(getattr(view, name)).__name__}")
+        value = getattr(view, name)
+        if not isinstance(value, str):
+            raise TypeError(f"{type(view).__name__}.{name} must be text, not {type(value).__name__}")
 
 
 def as_utc(value: datetime, what: str) -> datetime:

@@ -20,15 +20,10 @@ from sims.adapters.smtp_email import SmtpEmailSender
 from sims.adapters.twilio_sms import TwilioSmsSender
 from sims.ports import DeliveryFailed, OutgoingEmail, OutgoingSms
 
-# `tests.support` needs the repo root on sys.path; the `pytest` script does not add it. Drop this
-# once pyproject's [tool.pytest.ini_options] has `pythonpath = ["."]`.
-if str(_ROOT := Path(__file__).resolve().parents[2]) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from tests.support import twilio_server as tw  # noqa: E402
-from tests.support.fixtures import smtp_server, twilio_server, webhook_receiver  # noqa: E402, F401
-from tests.support.smtp_server import SmtpServer  # noqa: E402
-from tests.support.twilio_server import TwilioServer, WebhookReceiver  # noqa: E402
+from tests.support import twilio_server as tw
+from tests.support.fixtures import smtp_server, twilio_server, webhook_receiver  # noqa: F401
+from tests.support.smtp_server import SmtpServer
+from tests.support.twilio_server import TwilioServer, WebhookReceiver
 
 FROM = "+15005550006"
 TO = "+447700900123"
@@ -149,12 +144,12 @@ async def test_unreachable_api_is_transient() -> None:
 
 
 async def test_wrong_credentials_are_refused(twilio_server: TwilioServer) -> None:  # noqa: F811
-    """The server checks basic auth and answers Twilio's 401 (20003), which is not retried."""
+    """The server checks basic auth; Twilio's 401 (20003) is an account problem, so transient."""
     s = TwilioSmsSender(twilio_server.account_sid, "wrong-token", from_=FROM, api_base=twilio_server.base_url)
     try:
         with pytest.raises(DeliveryFailed) as caught:
             await s.send(sms())
-        assert (caught.value.transient, caught.value.code) == (False, "20003")
+        assert (caught.value.transient, caught.value.code) == (True, "20003")
         assert twilio_server.messages == []
     finally:
         await s.close()

@@ -14,7 +14,7 @@ import email
 import email.policy
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -53,8 +53,7 @@ class RecordingHandler:
         if self.data_response:
             return self.data_response
         raw = cast(bytes, envelope.original_content or envelope.content)
-        parsed = cast(EmailMessage, email.message_from_bytes(raw.replace(b"\r\n", b"\n"),
-                                                             policy=email.policy.default))
+        parsed = email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.default)
         self.messages.append(Received(mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos),
                                       raw=raw, message=parsed, peer=session.peer))
         self.received.set()
@@ -78,7 +77,7 @@ class SmtpServer:
         self.connections_made += 1
         return protocol
 
-    async def start(self) -> SmtpServer:
+    async def start(self) -> Self:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._protocol, self.host, self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -100,7 +99,7 @@ class SmtpServer:
             self._server = None
             await asyncio.sleep(0)  # let the protocols see connection_lost
 
-    async def __aenter__(self) -> SmtpServer:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

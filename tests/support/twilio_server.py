@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import ClientSession, ClientTimeout, encode_basic_auth, web
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 31 + "1"
 DEFAULT_AUTH_TOKEN = "local-twilio-auth-token-0123456789"
@@ -223,7 +223,7 @@ class TwilioServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    async def start(self) -> TwilioServer:
+    async def start(self) -> Self:
         app = web.Application()
         prefix = f"/{API_VERSION}/Accounts/{{account_sid}}"
         app.router.add_post(prefix + "/Messages.json", self._create)
@@ -255,7 +255,7 @@ class TwilioServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> TwilioServer:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -377,7 +377,7 @@ class TwilioServer:
             async with self._session.post(url, data=params, headers=headers) as response:
                 await response.read()
                 status = response.status
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             status = None
         attempt = CallbackAttempt(url=url, params=params, signature=signature, response_status=status)
         self.callbacks.append(attempt)

@@ -1,0 +1,79 @@
+"""`sims up` as a person runs it: embedded NATS, worker and web; clean stop; data kept across runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from sims.adapters.nats_server import free_port
+
+SIMS = [sys.executable, "-m", "handlers.cli"]
+
+
+def start(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen([*SIMS, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Press Ctrl-C" in line:
+            return proc, lines
+    proc.kill()
+    raise AssertionError("sims up did not start:\n" + "".join(lines))
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    return out
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SIMS, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_sims_up_serves_all_three_parts_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "SIMS_DATA_DIR": str(tmp_path / "data"), "SIMS_NATS_PORT": "0",
+           "SIMS_HTTP_PORT": str(port), "SIMS_LOG_JSON": "false"}
+    env.pop("SIMS_NATS_URL", None)
+    proc, banner = start(env)
+    text = "".join(banner)
+    assert "NATS (embedded, JetStream, sync always)" in text and f"http://127.0.0.1:{port}" in text
+    url = (tmp_path / "data" / "nats.url").read_text()
+    conf = next((tmp_path / "data" / "jetstream").glob("*.conf")).read_text()
+    assert "sync_interval: always" in conf
+    raised = cli(env, "raise", "--type", "shooting", "--level", "1", "--ward", "Faraday", "--location",
+                 "Old Kent Road", "--outline", "Shots fired, no injuries", "--actor", "duty")
+    assert raised.returncode == 0 and "SWK-2026-0001" in raised.stdout, raised.stderr
+    health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+    assert health["ok"] and health["jetstream"]
+    listed = httpx.get(f"http://127.0.0.1:{port}/api/incidents", timeout=5).json()
+    assert [i["reference"] for i in listed] == ["SWK-2026-0001"]
+    out = stop(proc)
+    assert "Stopped." in out
+    assert not (tmp_path / "data" / "nats.url").exists()
+    assert subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True).returncode == 1
+    refused = cli(env, "status")
+    assert refused.returncode == 1 and "sims up" in refused.stderr
+
+    proc, _ = start(env)  # second run: same data
+    try:
+        status = cli(env, "status", "SWK-2026-0001")
+        assert status.returncode == 0 and "Shots fired, no injuries" in status.stdout
+        verify = cli(env, "audit", "verify")
+        assert verify.returncode == 0 and verify.stdout.startswith("OK: 1 record(s) in 1 chain(s)")
+        assert url.startswith("nats://127.0.0.1:")
+    finally:
+        stop(proc)
