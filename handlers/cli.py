@@ -27,6 +27,10 @@ app = typer.Typer(help="SIMS - Serious Incident Management System.", no_args_is_
                   pretty_exceptions_enable=False)
 audit_app = typer.Typer(help="Export and verify the tamper-evident audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+contacts_app = typer.Typer(help="The contacts directory.", no_args_is_help=True)
+app.add_typer(contacts_app, name="contacts")
+templates_app = typer.Typer(help="Message templates.", no_args_is_help=True)
+app.add_typer(templates_app, name="templates")
 T = TypeVar("T")
 
 
@@ -200,10 +204,11 @@ def status(incident: Optional[str] = typer.Argument(None, help="Incident id or r
                        f"{i.ward:32} raised {i.raised_at:%Y-%m-%d %H:%M}Z{mark}")
         return
 
-    async def go(rt: Runtime) -> tuple[Any, list[dict[str, Any]]]:
-        return await queries.incident_with_timeline(rt, incident)
+    async def go(rt: Runtime) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+        found, timeline = await queries.incident_with_timeline(rt, incident)
+        return found, timeline, await rt.notifications.deliveries(found.id)
 
-    found, timeline = _with_runtime(go)
+    found, timeline, deliveries = _with_runtime(go)
     typer.echo(f"{found.reference} ({found.id}){' EXERCISE' if found.exercise else ''}")
     typer.echo(f"  state: {found.state.value}  version {found.version}  level {found.level.value}"
                f"{'  GOLD' if found.gold else ''}")
@@ -214,6 +219,11 @@ def status(incident: Optional[str] = typer.Argument(None, help="Incident id or r
     typer.echo("Timeline:")
     for entry in timeline:
         typer.echo(f"  {entry['at'][:19]}Z  {entry['actor']:14} {entry['summary']}")
+    typer.echo(f"Messages ({len(deliveries)}):")
+    for d in deliveries:
+        error = f"  ({d['error']})" if d.get("error") else ""
+        typer.echo(f"  {d['kind']:10} {d['contact_id']:32} {d['channel']:8} {d['status']:11} "
+                   f"attempts {d.get('attempts', 0)}{error}")
 
 
 @app.command()
@@ -237,6 +247,75 @@ def dead_letters(limit: int = 50) -> None:
         typer.echo("No dead letters.")
     for item in items:
         typer.echo(f"{item['subject']}: {item['reason'].get('message')}  payload: {item['payload'][:120]}")
+
+
+@app.command()
+def preview(
+    type: IncidentType = typer.Option(..., "--type"), level: Level = typer.Option(...),
+    ward: str = typer.Option(...), gold: bool = typer.Option(False, "--gold"),
+) -> None:
+    """Who would be notified of an incident like this, and why (nothing is sent)."""
+    settings = _settings()
+    protocol = load_protocol(settings.protocol)
+    from sims.directory import load_directory
+    from sims.model import Incident
+    from sims.routing import explain, recipients_for
+
+    if ward not in protocol.ward_set:
+        _fail(f"{ward!r} is not a ward of {protocol.borough.name} (see `sims wards`).", code=2)
+    now = datetime.now(timezone.utc)
+    probe = Incident(id="preview", reference="PREVIEW", type=type, level=level, ward=ward, gold=gold, occurred_at=now,
+                     raised_at=now, updated_at=now, location="-", outline="-", raised_by="-")
+    people = recipients_for(probe, load_directory(settings.contacts_dir, protocol), protocol)
+    typer.echo(f"{len(people)} people would be told:")
+    for line in explain(people):
+        typer.echo(f"  {line}")
+
+
+@app.command()
+def outbox(limit: int = 20) -> None:
+    """Messages written to the local outbox (when no SMS/email provider is configured)."""
+    from sims.adapters.outbox import read_outbox
+
+    entries = read_outbox(_settings().data_dir, limit)
+    if not entries:
+        typer.echo("The outbox is empty.")
+    for entry in entries:
+        head = entry.get("subject") or ""
+        typer.echo(f"--- {entry['at'][:19]}Z {entry['channel']} to {entry['to']}  {head}")
+        typer.echo(str(entry.get("body") or entry.get("text") or "").strip())
+
+
+@contacts_app.command("check")
+def contacts_check(folder: Optional[Path] = typer.Argument(None, help="Default: SIMS_CONTACTS_DIR")) -> None:
+    """Check the whole directory; every problem with file and line."""
+    from sims.directory import check_directory
+
+    settings = _settings()
+    protocol = load_protocol(settings.protocol)
+    problems = check_directory(folder or settings.contacts_dir, protocol)
+    if problems:
+        for problem in problems:
+            typer.secho(problem, fg=typer.colors.RED, err=True)
+        _fail(f"{len(problems)} problem(s) in the contacts directory.", code=2)
+    typer.secho(f"Contacts directory {folder or settings.contacts_dir} is valid.", fg=typer.colors.GREEN)
+
+
+@templates_app.command("preview")
+def templates_preview(kind: str = typer.Argument(..., help="holding, briefing, task, update, stand_down, closure")) -> None:
+    """Render a message kind with sample (worst-case) data, with SMS segment counts."""
+    from sims.rendering import KINDS, Renderer, sample_context
+
+    if kind not in KINDS:
+        _fail(f"Unknown kind {kind!r}; one of: {', '.join(KINDS)}", code=2)
+    settings = _settings()
+    renderer = Renderer(settings.templates_dir, settings.protective_marking)
+    args = sample_context(kind).args()
+    sms = renderer.render_sms(kind, *args)
+    email = renderer.render_email(kind, *args)
+    info = sms.segments
+    typer.echo(f"SMS ({info.encoding}, {info.units} units, {info.segments} segment(s)):\n{sms.body}\n")
+    typer.echo(f"Email subject: {email.subject}\n\n{email.text}")
 
 
 @audit_app.command("export")

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
+from twilio.request_validator import RequestValidator
+
 from sims import queries
+from sims.adapters.jetstream import STATUS_SUBJECT
+from sims.model import IncidentType, Level
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime
 from sims.errors import SimsError
 from sims.messages import MAX_COMMAND_BYTES, Command, RaiseIncident, Transition, Trigger, UpdateIncident
+
+class PreviewBody(BaseModel):
+    type: IncidentType
+    level: Level
+    ward: str = Field(min_length=1, max_length=80)
+    gold: bool = False
+
 
 STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "transition_not_allowed": 409}
 
@@ -96,6 +108,36 @@ def create_app(rt: Runtime) -> FastAPI:
         media = "application/x-ndjson" if format == "jsonl" else "text/csv"
         return PlainTextResponse(text, media_type=media, headers={
             "Content-Disposition": f'attachment; filename="audit-{key}.{format}"'})
+
+    @app.get("/api/incidents/{key}/deliveries", summary="Every message sent about the incident, with its status")
+    async def deliveries(key: str) -> list[dict[str, Any]]:
+        incident_id = await rt.incidents.resolve(key)
+        return await rt.notifications.deliveries(incident_id)
+
+    @app.post("/api/preview", summary="Who would be notified of an incident like this, and why")
+    async def preview(body: PreviewBody) -> list[dict[str, Any]]:
+        return queries.preview(rt, body.type, body.level, body.ward, body.gold)
+
+    @app.post("/hooks/twilio/status", status_code=204, summary="Twilio status callback (signed)")
+    async def twilio_status(request: Request) -> Response:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        token = rt.settings.twilio_auth_token
+        url = f"{rt.settings.base_url}/hooks/twilio/status"
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if token is None or not RequestValidator(token.get_secret_value()).validate(url, form, signature):
+            return JSONResponse({"ok": False, "error": {"error": "forbidden", "message": "Bad or missing signature."}},
+                                status_code=403)
+        report = {"provider_id": form.get("MessageSid", ""), "status": form.get("MessageStatus", ""),
+                  "error_code": form.get("ErrorCode")}
+        await rt.js.publish(STATUS_SUBJECT, json.dumps(report).encode(), timeout=5.0,
+                            headers={"Nats-Msg-Id": f"status-{report['provider_id']}-{report['status']}"})
+        return Response(status_code=204)
+
+    @app.get("/api/outbox", summary="Messages written to the local outbox (embedded default)")
+    async def outbox(limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+        from sims.adapters.outbox import read_outbox
+
+        return read_outbox(rt.settings.data_dir, limit)
 
     @app.get("/asyncapi.json", summary="The AsyncAPI document of the NATS interface")
     async def asyncapi_doc() -> dict[str, Any]:

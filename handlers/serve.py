@@ -12,11 +12,24 @@ import uvicorn
 from handlers.http import create_app
 from handlers.worker import build_broker
 from sims.adapters.nats_server import NatsServer
-from sims.bootstrap import connect_runtime
+from sims.bootstrap import Runtime, connect_runtime
+from sims.directory import load_directory
 from sims.config import Settings
 from sims.protocol_config import load_protocol
 
 log = structlog.get_logger("sims.serve")
+
+
+async def sweep_forever(rt: Runtime, every: float = 1.0) -> None:
+    """Move incidents from notifying to active once every first message was handed to a provider."""
+    from sims.queries import list_incidents
+
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await rt.notifications.sweep(await list_incidents(rt))
+        except Exception as exc:  # noqa: BLE001 - NATS hiccups: try again next round, never die
+            log.warning("sweep.failed", error=str(exc))
 
 
 async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
@@ -24,6 +37,7 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
     """Run the chosen parts until SIGINT/SIGTERM, then drain handlers and stop what was started."""
     echo = say if callable(say) else print
     protocol = load_protocol(settings.protocol)
+    directory = load_directory(settings.contacts_dir, protocol)  # refuse to start on an invalid directory
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -51,6 +65,13 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
             await broker.start()
             stack.push_async_callback(broker.stop)
             echo("Worker: handling commands on sims.cmd.incident; requests on sims.api.command")
+            sweeper = asyncio.create_task(sweep_forever(rt))
+
+            async def stop_sweeper() -> None:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
+
+            stack.push_async_callback(stop_sweeper)
         if web:
             config = uvicorn.Config(create_app(rt), host=settings.http_host, port=settings.http_port,
                                     log_level="warning", lifespan="off")
@@ -70,6 +91,10 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
                 raise SystemExit(f"HTTP server could not start on {settings.http_host}:{settings.http_port}")
             echo(f"Web and API: {settings.base_url}  (API docs {settings.base_url}/docs)")
         echo(f"Protocol: {settings.protocol}  ({protocol.borough.name}, {len(protocol.borough.wards)} wards)")
+        echo(f"Contacts: {settings.contacts_dir}  ({len(directory.all())} people)")
+        senders = {s.name for s in rt.notifications.senders.values()}  # type: ignore[union-attr]
+        if any(name.startswith("outbox") for name in senders):
+            echo(f"Messages: local outbox {settings.data_dir.resolve() / 'outbox'} (`sims outbox`, {settings.base_url}/api/outbox)")
         echo("Press Ctrl-C to stop.")
         if ready:
             ready.set()

@@ -14,7 +14,9 @@ from pydantic import ValidationError
 from sims.adapters import jetstream as jsa
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime
-from sims.messages import COMMAND_ADAPTER, MAX_COMMAND_BYTES, Command
+from sims.messages import COMMAND_ADAPTER, MAX_COMMAND_BYTES, Command, Event
+from sims.notifications import MAX_ATTEMPTS, Retry
+from sims.notify import Delivery, Status
 
 log = structlog.get_logger("sims.worker")
 ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{jsa.COMMANDS}.{jsa.COMMAND_CONSUMER}"
@@ -75,6 +77,28 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
             return {"ok": False, "error": error}
         return await submit(rt.nc, rt.js, rt.kv, command, rt.settings.command_timeout)
 
+    events = JStream(name=jsa.EVENTS, declare=False)
+
+    @broker.subscriber("sims.evt.>", stream=events, durable=jsa.NOTIFIER, pull_sub=PullSub(batch_size=16, timeout=1.0),
+                       ack_policy=AckPolicy.NACK_ON_ERROR, title="notifier",
+                       description="Turns incident events into messages to send (holding notice, stand-down, closure).")
+    async def on_event(msg: NatsMessage) -> None:
+        for item in json.loads(msg.body)["events"]:
+            event = Event.model_validate(item)
+            with structlog.contextvars.bound_contextvars(incident_id=event.incident_id):
+                await rt.notifications.on_event(event)
+
+    outbox = JStream(name=jsa.OUTBOX, declare=False)
+    for channel, durable in jsa.SEND_CONSUMERS.items():
+        register_sender(broker, rt, outbox, channel, durable)
+
+    @broker.subscriber(jsa.STATUS_SUBJECT, stream=stream, durable=jsa.STATUS_CONSUMER,
+                       pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.NACK_ON_ERROR,
+                       title="delivery-status", description="Provider delivery reports (Twilio status callbacks).")
+    async def on_status(msg: NatsMessage) -> None:
+        report = json.loads(msg.body)
+        await rt.notifications.on_status(str(report["provider_id"]), str(report["status"]), report.get("error_code"))
+
     @broker.subscriber(ADVISORY, title="command-max-deliveries", include_in_schema=False)
     async def on_exhausted(msg: NatsMessage) -> None:
         advisory = json.loads(msg.body)
@@ -87,3 +111,33 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
         await rt.js.delete_msg(jsa.COMMANDS, seq)
 
     return broker
+
+
+def register_sender(broker: NatsBroker, rt: Runtime, outbox: JStream, channel: str, durable: str) -> None:
+    """A channel worker: sends each work item once; transient failures come back after a backoff."""
+
+    @broker.subscriber(f"sims.send.{channel}", stream=outbox, durable=durable,
+                       pull_sub=PullSub(batch_size=64, timeout=0.5), ack_policy=AckPolicy.MANUAL,
+                       title=f"sender-{channel}", description=f"Sends {channel} messages through the provider.")
+    async def on_send(msg: NatsMessage) -> None:
+        try:
+            delivery = Delivery.model_validate_json(msg.body)
+        except ValidationError as exc:
+            await dead_letter(rt, "sims.dlq.outbox", msg.body, {"error": "invalid", "message": str(exc)[:500]}, "outbox")
+            await msg.ack()
+            return
+        attempt = int(msg.raw_message.metadata.num_delivered or 1)
+        with structlog.contextvars.bound_contextvars(incident_id=delivery.incident_id, key=delivery.key):
+            try:
+                status = await rt.notifications.send(delivery, attempt)
+            except Retry as retry:
+                await msg.nack(delay=retry.delay)
+                return
+            except Exception:
+                await msg.nack(delay=min(60.0, 2.0 ** attempt))  # NATS or KV trouble: try again later
+                raise
+            if status is Status.FAILED and attempt >= MAX_ATTEMPTS:
+                await dead_letter(rt, "sims.dlq.outbox", msg.body, {
+                    "error": "retries_exhausted",
+                    "message": f"{channel} to {delivery.contact_id} failed {attempt} times; fallback queued."}, "outbox")
+        await msg.ack()

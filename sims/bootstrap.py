@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from sims.adapters import jetstream as jsa
 from sims.config import Settings
+from sims.directory import Channel, Directory, load_directory
+from sims.notifications import NotificationService, RateLimiter
 from sims.protocol_config import ProtocolConfig, load_protocol
+from sims.rendering import Renderer
 from sims.services import IncidentService
 
 
@@ -31,11 +35,54 @@ class Runtime:
     audit: jsa.NatsAuditLog
     kv: jsa.NatsKV
     incidents: IncidentService
+    directory: Directory
+    notifications: NotificationService
     extras: dict[str, object] = field(default_factory=dict)
 
     async def close(self) -> None:
+        for sender in {id(s): s for s in self.notifications.senders.values()}.values():
+            await sender.close()
         if not self.nc.is_closed:
             await self.nc.drain()
+
+
+def keyring(settings: Settings) -> dict[str, bytes]:
+    """Link secrets by kid, the signing one first: from SIMS_LINK_SECRETS or generated once on disk."""
+    if settings.link_secrets:
+        pairs = [item.split(":", 1) for item in settings.link_secrets.get_secret_value().split(",") if item.strip()]
+        return {kid.strip(): secret.strip().encode() for kid, secret in pairs}
+    path = settings.data_dir / "secrets" / "link.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("a:" + secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    kid, secret = path.read_text().strip().split(":", 1)
+    return {kid: secret.encode()}
+
+
+def build_senders(settings: Settings) -> dict[Channel, object]:
+    """Twilio and SMTP when configured; otherwise the local outbox a person can read."""
+    from sims.adapters.outbox import OutboxSender
+
+    sms: object
+    if settings.twilio_account_sid and settings.twilio_auth_token:
+        from sims.adapters.twilio_sms import TwilioSmsSender
+
+        sms = TwilioSmsSender(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
+                              from_=settings.twilio_from, messaging_service_sid=settings.twilio_messaging_service_sid,
+                              api_base=settings.twilio_api_base)
+    else:
+        sms = OutboxSender.for_sms(settings.data_dir)
+    email: object
+    if settings.smtp_host:
+        from sims.adapters.smtp_email import SmtpEmailSender
+
+        email = SmtpEmailSender(settings.smtp_host, settings.smtp_port, settings.smtp_tls, settings.smtp_username,
+                                settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+                                from_addr=settings.smtp_from, connections=settings.smtp_connections)
+    else:
+        email = OutboxSender.for_email(settings.data_dir)
+    return {Channel.SMS: sms, Channel.WHATSAPP: sms, Channel.EMAIL: email}
 
 
 async def connect_runtime(settings: Settings, url: str, name: str, protocol: ProtocolConfig | None = None,
@@ -47,6 +94,18 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
     if setup:
         await jsa.ensure_topology(js, jsa.replicas_for(nc, settings.replicas))
     store, audit, kv = jsa.NatsEventStore(js), jsa.NatsAuditLog(js), jsa.NatsKV(js)
-    incidents = IncidentService(store=store, audit=audit, kv=kv, protocol=protocol, clock=SystemClock())
+    clock = SystemClock()
+    incidents = IncidentService(store=store, audit=audit, kv=kv, protocol=protocol, clock=clock)
+    directory = load_directory(settings.contacts_dir, protocol)
+    senders = build_senders(settings)
+    ring = keyring(settings)
+    kid = next(iter(ring))
+    limiters = {getattr(senders[Channel.SMS], "name"): RateLimiter(settings.sms_rate),
+                getattr(senders[Channel.EMAIL], "name"): RateLimiter(settings.email_rate)}
+    notifications = NotificationService(
+        incidents=incidents, directory=directory, protocol=protocol,
+        renderer=Renderer(settings.templates_dir, settings.protective_marking), queue=jsa.NatsWorkQueue(js),
+        kv=kv, audit=audit, clock=clock, senders=senders, link_secret=(kid, ring[kid]),  # type: ignore[arg-type]
+        base_url=settings.base_url, link_ttl=timedelta(hours=settings.link_ttl_hours), limiters=limiters)
     return Runtime(settings=settings, protocol=protocol, nc=nc, js=js, store=store, audit=audit, kv=kv,
-                   incidents=incidents)
+                   incidents=incidents, directory=directory, notifications=notifications)

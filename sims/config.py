@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     command_timeout: float = Field(10.0, description="Seconds a caller waits for a command's result.")
     protective_marking: str = "OFFICIAL-SENSITIVE"
 
+    link_secrets: SecretStr | None = Field(
+        None, description="Link signing secrets 'kid:secret,kid:secret' (first signs; others still verify). "
+        "Unset: one is generated under the data folder.")
+    link_ttl_hours: int = Field(72, ge=1, description="How long a personal link stays valid.")
+    sms_rate: float = Field(0, ge=0, description="SMS/WhatsApp messages a second to the provider (0: no limit).")
+    email_rate: float = Field(0, ge=0, description="Emails a second to the SMTP server (0: no limit).")
+    smtp_connections: int = Field(2, ge=1, le=16, description="Reused SMTP connections.")
+
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 from sims import protocol
 from sims.audit import Verdict, verify
 from sims.bootstrap import Runtime
-from sims.errors import IncidentNotFound
+from sims.errors import IncidentNotFound, ValidationFailed
+from sims.routing import recipients_for
 from sims.model import Incident
 
 AUDIT_FIELDS = ["chain", "index", "at", "actor", "incident_id", "action", "outcome", "detail", "prev", "hash"]
@@ -26,9 +28,8 @@ def public(incident: Incident, restricted: bool = False) -> dict[str, Any]:
 
 
 async def list_incidents(rt: Runtime) -> list[Incident]:
-    keys = await rt.kv.keys("sims_incidents")
-    found = [await rt.kv.get("sims_incidents", key) for key in keys]
-    incidents = [Incident.model_validate(item) for item in found if item]
+    found = await rt.kv.entries("sims_incidents")
+    incidents = [Incident.model_validate(item) for item in found.values()]
     return sorted(incidents, key=lambda i: i.raised_at, reverse=True)
 
 
@@ -46,6 +47,18 @@ async def audit_records(rt: Runtime, key: str | None = None) -> list[dict[str, A
     if chain:
         _ = await rt.incidents.load(chain)  # IncidentNotFound for an unknown incident
     return [record async for record in rt.audit.records(chain)]
+
+
+def preview(rt: Runtime, type_: str, level: str, ward: str, gold: bool = False) -> list[dict[str, Any]]:
+    """Who the protocol would tell about an incident like this, and why, before anything is sent."""
+    if ward not in rt.protocol.ward_set:
+        raise ValidationFailed("Cannot preview", [f"ward {ward!r} is not a ward of this borough (see `sims wards`)"])
+    probe = Incident(id="preview", reference="PREVIEW", type=type_, level=level, ward=ward, gold=gold,
+                     occurred_at=datetime.now(timezone.utc), raised_at=datetime.now(timezone.utc),
+                     updated_at=datetime.now(timezone.utc), location="-", outline="-", raised_by="-")
+    return [{"id": r.contact.id, "name": r.contact.name, "organisation": r.contact.organisation,
+             "roles": list(r.roles), "channels": [c.value for c in r.channels], "why": list(r.reasons)}
+            for r in recipients_for(probe, rt.directory, rt.protocol)]
 
 
 def to_jsonl(records: list[dict[str, Any]]) -> str:

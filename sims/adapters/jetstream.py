@@ -5,8 +5,10 @@ Streams (subjects):
   SIMS_EVENTS    sims.evt.<id>  one message per accepted command (its events); no delete/purge
   SIMS_AUDIT     sims.audit.<chain>  hash-chained audit records; no delete/purge
   SIMS_DEAD      sims.dlq.>     dead letters: bad input and work that exhausted its retries
+  SIMS_OUTBOX    sims.send.<channel>  work queue of messages to send; Nats-Msg-Id = message key
 KV buckets: sims_results (command id -> result), sims_incidents (id -> current state),
-            sims_refs (reference -> id; per-year counters).
+            sims_refs (reference -> id; per-year counters), sims_deliveries (message records,
+            people told, provider ids), sims_links (link id -> what the link is bound to).
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ from sims.messages import Event
 from sims.ports import StaleSequence
 
 COMMANDS, EVENTS, AUDIT, DEAD = "SIMS_COMMANDS", "SIMS_EVENTS", "SIMS_AUDIT", "SIMS_DEAD"
+OUTBOX = "SIMS_OUTBOX"
 CMD_SUBJECT = "sims.cmd.incident"
+STATUS_SUBJECT = "sims.cmd.delivery"
+STATUS_CONSUMER = "delivery-status"
+NOTIFIER = "notifier"
+SEND_CONSUMERS = {"sms": "sender-sms", "email": "sender-email", "whatsapp": "sender-whatsapp"}
+SEND_MAX_DELIVER = 12
 API_SUBJECT = "sims.api.command"
 DLQ_INTAKE = "sims.dlq.intake"
 DLQ_COMMANDS = "sims.dlq.commands"
@@ -88,6 +96,8 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
                      allow_direct=True, num_replicas=replicas, storage=StorageType.FILE),
         StreamConfig(name=DEAD, subjects=["sims.dlq.>"], max_age=365 * DAY, num_replicas=replicas,
                      storage=StorageType.FILE),
+        StreamConfig(name=OUTBOX, subjects=["sims.send.>"], retention=RetentionPolicy.WORK_QUEUE,
+                     duplicate_window=3600.0, num_replicas=replicas, storage=StorageType.FILE),
     ]
     for config in streams:
         try:
@@ -98,7 +108,18 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
         durable_name=COMMAND_CONSUMER, ack_policy=AckPolicy.EXPLICIT, max_deliver=MAX_DELIVER,
         ack_wait=30.0, deliver_policy=DeliverPolicy.ALL, filter_subject=CMD_SUBJECT, max_ack_pending=1000,
     ))
-    for bucket, history in (("sims_results", 1), ("sims_incidents", 1), ("sims_refs", 1)):
+    await js.add_consumer(COMMANDS, ConsumerConfig(
+        durable_name=STATUS_CONSUMER, ack_policy=AckPolicy.EXPLICIT, max_deliver=MAX_DELIVER, ack_wait=30.0,
+        filter_subject=STATUS_SUBJECT, max_ack_pending=1000))
+    await js.add_consumer(EVENTS, ConsumerConfig(
+        durable_name=NOTIFIER, ack_policy=AckPolicy.EXPLICIT, max_deliver=MAX_DELIVER, ack_wait=60.0,
+        deliver_policy=DeliverPolicy.ALL, filter_subject="sims.evt.>", max_ack_pending=1000))
+    for channel, durable in SEND_CONSUMERS.items():
+        await js.add_consumer(OUTBOX, ConsumerConfig(
+            durable_name=durable, ack_policy=AckPolicy.EXPLICIT, max_deliver=SEND_MAX_DELIVER, ack_wait=60.0,
+            filter_subject=f"sims.send.{channel}", max_ack_pending=5000))
+    for bucket, history in (("sims_results", 1), ("sims_incidents", 1), ("sims_refs", 1),
+                            ("sims_deliveries", 1), ("sims_links", 1)):
         await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, replicas=replicas,
                                                  storage=StorageType.FILE))
 
@@ -222,6 +243,21 @@ class NatsKV:
         kv = await self.bucket(bucket)
         await kv.put(key, json.dumps(value, default=str).encode())
 
+    async def entries(self, bucket: str, pattern: str = ">") -> dict[str, Any]:
+        """Every key matching `pattern` (NATS wildcards) with its value, filtered by the server."""
+        kv = await self.bucket(bucket)
+        watcher = await kv.watch(pattern, ignore_deletes=True)
+        found: dict[str, Any] = {}
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.value:
+                    found[entry.key] = json.loads(entry.value)
+        finally:
+            await watcher.stop()
+        return found
+
     async def keys(self, bucket: str) -> list[str]:
         kv = await self.bucket(bucket)
         try:
@@ -249,3 +285,14 @@ class NatsKV:
             except (KeyWrongLastSequenceError, BadRequestError):
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise RuntimeError(f"counter {bucket}/{key} too contended")
+
+
+class NatsWorkQueue:
+    """Work items for the channel workers on `sims.send.<channel>`, de-duplicated by message key."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+
+    async def enqueue(self, delivery: Any) -> None:
+        await self.js.publish(f"sims.send.{delivery.channel.value}", delivery.model_dump_json().encode(),
+                              timeout=5.0, headers={"Nats-Msg-Id": delivery.key})

@@ -1,0 +1,296 @@
+"""Use cases of notification: plan messages for an event, send one, record a provider's report.
+
+Work items travel on the `SIMS_OUTBOX` work queue; delivery records live in KV `sims_deliveries`
+(`d.<message key>`), the people told per incident in `told.<incident>`, Twilio SIDs in `sid.<sid>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+
+from sims import protocol
+from sims.directory import Channel, Contact, Directory
+from sims.links import Binding, link_id_for, mint
+from sims.messages import Event, EventType, Transition, Trigger
+from sims.model import Incident
+from sims.notify import PROVIDER_TOOK, Delivery, Kind, Status, advance, fallback, kinds_for, message_key
+from sims.ports import Accepted, AuditLog, Clock, DeliveryFailed, EmailSender, KeyValue, OutgoingEmail, OutgoingSms, SmsSender
+from sims.protocol_config import ProtocolConfig
+from sims.rendering import Renderer
+from sims.routing import recipients_for
+from sims.services import IncidentService
+from sims.views import ClosureExtra, RecipientView, SharedView, StandDownExtra
+
+log = structlog.get_logger("sims.notify")
+BUCKET = "sims_deliveries"
+MAX_ATTEMPTS = 8
+
+
+class WorkQueue(Protocol):
+    async def enqueue(self, delivery: Delivery) -> None:
+        """Put a work item on its channel's queue; the same key twice is stored once."""
+        ...
+
+
+class Retry(Exception):
+    """A transient failure: send again after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        super().__init__(f"retry in {delay:.1f}s")
+
+
+def backoff(attempt: int, retry_after: float | None = None, base: float = 1.0, cap: float = 300.0) -> float:
+    """Exponential backoff with full jitter, never sooner than the provider asked."""
+    delay = random.uniform(base, min(cap, base * 2 ** attempt))
+    return max(delay, retry_after or 0.0)
+
+
+class RateLimiter:
+    """A token bucket per provider: `rate` messages a second (0: unlimited), waiting without blocking others."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if self.rate <= 0:
+            return
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            slot = max(now, self._next)
+            self._next = slot + 1.0 / self.rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+@dataclass
+class NotificationService:
+    incidents: IncidentService
+    directory: Directory
+    protocol: ProtocolConfig
+    renderer: Renderer
+    queue: WorkQueue
+    kv: KeyValue
+    audit: AuditLog
+    clock: Clock
+    senders: dict[Channel, SmsSender | EmailSender]
+    link_secret: tuple[str, bytes]
+    base_url: str
+    link_ttl: timedelta = timedelta(hours=72)
+    limiters: dict[str, RateLimiter] = field(default_factory=dict)
+
+    # ---- planning -------------------------------------------------------------------------
+    async def on_event(self, event: Event) -> list[Delivery]:
+        """Enqueue the messages `event` causes (idempotent: keys de-duplicate)."""
+        incident, _seq, events = await self.incidents.load(event.incident_id)
+        position = next((i for i, e in enumerate(events) if e.command_id == event.command_id and e.type == event.type), None)
+        before = protocol.replay(events[:position]) if position else None
+        kind = kinds_for(event, was_gold=bool(before and before.gold))
+        if kind is None:
+            return []
+        told = await self.kv.get(BUCKET, f"told.{incident.id}") or {}
+        if kind is Kind.HOLDING:
+            people = [(r.contact, r.channels[0]) for r in recipients_for(incident, self.directory, self.protocol)
+                      if r.contact.id not in told]
+        else:
+            people = [(c, c.channels[0]) for c in (self.directory.get(i) for i in told) if c is not None]
+        extra = None
+        if kind is Kind.STAND_DOWN:
+            extra = StandDownExtra(reason=event.data.get("reason") or "The response has been stood down.")
+        elif kind is Kind.CLOSURE:
+            extra = ClosureExtra(reason=event.data.get("reason") or "The incident has been closed.")
+        deliveries = [await self._prepare(incident, kind, contact, channel, extra, ()) for contact, channel in people]
+        for delivery in deliveries:
+            await self.queue.enqueue(delivery)
+        await self._mark_told(incident.id, [(d.contact_id, d.key) for d in deliveries])
+        await self.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="notify.planned",
+                                outcome=f"{len(deliveries)} {kind.value} message(s) queued",
+                                detail={"keys": [d.key for d in deliveries]})
+        if event.type is EventType.RAISED:
+            await self.incidents.handle(Transition(command_id=f"notify-{incident.id}", actor="sims",
+                                                   incident=incident.id, trigger=Trigger.START_NOTIFYING))
+        log.info("notify.planned", incident_id=incident.id, kind=kind.value, messages=len(deliveries))
+        return deliveries
+
+    async def _mark_told(self, incident_id: str, entries: list[tuple[str, str]]) -> None:
+        told = await self.kv.get(BUCKET, f"told.{incident_id}") or {}
+        for contact_id, key in entries:
+            told.setdefault(contact_id, [])
+            if key not in told[contact_id]:
+                told[contact_id].append(key)
+        await self.kv.put(BUCKET, f"told.{incident_id}", told)
+
+    async def _prepare(self, incident: Incident, kind: Kind, contact: Contact, channel: Channel,
+                       extra: Any, tried: tuple[str, ...]) -> Delivery:
+        key = message_key(incident.id, kind, contact.id, channel)
+        link = await self._link(incident, kind, contact, key)
+        view, person = SharedView.of(incident), RecipientView(name=contact.name, salutation=contact.name,
+                                                              roles=contact.roles)
+        common = dict(key=key, incident_id=incident.id, reference=incident.reference, kind=kind,
+                      contact_id=contact.id, channel=channel, to=contact.address(channel), link=link,
+                      exercise=incident.exercise, tried=tried, created_at=self.clock.now())
+        if channel is Channel.EMAIL:
+            email = self.renderer.render_email(kind.value, view, person, link, extra)
+            return Delivery(**common, subject=email.subject, body=email.text, html=email.html)
+        sms = self.renderer.render_sms(kind.value, view, person, link, extra)
+        return Delivery(**common, body=sms.body)
+
+    async def _link(self, incident: Incident, kind: Kind, contact: Contact, key: str) -> str:
+        kid, secret = self.link_secret
+        link_id = link_id_for(key)
+        binding = Binding(incident_id=incident.id, task=kind.value, person=contact.id,
+                          expires_at=self.clock.now() + self.link_ttl, kid=kid)
+        stored = await self.kv.get("sims_links", link_id)
+        if stored:
+            binding = Binding(**{**stored, "expires_at": datetime.fromisoformat(stored["expires_at"])})
+        else:
+            await self.kv.put("sims_links", link_id, {"incident_id": binding.incident_id, "task": binding.task,
+                                                      "person": binding.person, "kid": kid,
+                                                      "expires_at": binding.expires_at.isoformat()})
+        return f"{self.base_url}/l/{mint(secret, binding, link_id)}"
+
+    # ---- sending --------------------------------------------------------------------------
+    async def send(self, delivery: Delivery, attempt: int) -> Status:
+        """Send one work item once; Retry for a transient failure, fallback after a permanent one."""
+        record = await self.kv.get(BUCKET, f"d.{delivery.key}") or {}
+        current = Status(record.get("status", Status.PENDING))
+        if current in PROVIDER_TOOK or current in (Status.FAILED, Status.UNDELIVERED):
+            return current  # a redelivered work item: it was handled already
+        sender = self.senders[delivery.channel]
+        limiter = self.limiters.setdefault(sender.name, RateLimiter(0))
+        await limiter.wait()
+        try:
+            if delivery.channel is Channel.EMAIL:
+                accepted = await sender.send(OutgoingEmail(  # type: ignore[arg-type]
+                    key=delivery.key, to=delivery.to, subject=delivery.subject, text=delivery.body,
+                    html=delivery.html, message_id=f"<{delivery.key}@sims>"))
+            else:
+                to = f"whatsapp:{delivery.to}" if delivery.channel is Channel.WHATSAPP else delivery.to
+                accepted = await sender.send(OutgoingSms(  # type: ignore[arg-type]
+                    key=delivery.key, to=to, body=delivery.body,
+                    status_callback=f"{self.base_url}/hooks/twilio/status"))
+        except DeliveryFailed as failure:
+            return await self._failed(delivery, failure, attempt, record)
+        await self._accepted(delivery, accepted, attempt, record)
+        return Status.ACCEPTED
+
+    async def _accepted(self, delivery: Delivery, accepted: Accepted, attempt: int, record: dict[str, Any]) -> None:
+        now = self.clock.now()
+        await self.kv.put(BUCKET, f"d.{delivery.key}", {
+            **self._record(delivery, record), "status": Status.ACCEPTED.value, "provider": accepted.provider,
+            "provider_id": accepted.provider_id, "attempts": attempt, "accepted_at": now.isoformat(),
+            "updated_at": now.isoformat()})
+        if accepted.provider_id.isalnum():
+            await self.kv.put(BUCKET, f"sid.{accepted.provider_id}", delivery.key)
+        await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
+                                action="message.accepted", outcome=accepted.provider,
+                                detail={"key": delivery.key, "provider_id": accepted.provider_id, "attempt": attempt})
+        log.debug("message.accepted", key=delivery.key, provider=accepted.provider)
+
+    def _record(self, delivery: Delivery, record: dict[str, Any]) -> dict[str, Any]:
+        return {**record, "key": delivery.key, "incident_id": delivery.incident_id, "kind": delivery.kind.value,
+                "contact_id": delivery.contact_id, "channel": delivery.channel.value, "to": delivery.to,
+                "queued_at": record.get("queued_at") or delivery.created_at.isoformat()}
+
+    async def _failed(self, delivery: Delivery, failure: DeliveryFailed, attempt: int,
+                      record: dict[str, Any]) -> Status:
+        now = self.clock.now().isoformat()
+        final = not failure.transient or attempt >= MAX_ATTEMPTS
+        status = Status.FAILED if final else Status.RETRYING
+        await self.kv.put(BUCKET, f"d.{delivery.key}", {
+            **self._record(delivery, record), "status": status.value, "provider": failure.provider,
+            "attempts": attempt, "error": f"{failure.code}: {failure.message}", "updated_at": now})
+        await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
+                                action="message.failed" if final else "message.retrying",
+                                outcome=f"{failure.provider} {failure.code}",
+                                detail={"key": delivery.key, "attempt": attempt, "transient": failure.transient,
+                                        "error": failure.message[:300]})
+        if not final:
+            raise Retry(backoff(attempt, failure.retry_after))
+        log.warning("message.failed", key=delivery.key, code=failure.code, attempts=attempt)
+        await self.fall_back(delivery)
+        return Status.FAILED
+
+    async def fall_back(self, delivery: Delivery) -> Delivery | None:
+        """Queue the same message on the person's next channel, else to their deputy; audit either way."""
+        nxt = fallback(delivery, self.directory)
+        if nxt is None:
+            await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
+                                    action="message.unreachable", outcome="no channel or deputy left",
+                                    detail={"key": delivery.key, "tried": list(delivery.tried)})
+            return None
+        contact, channel = nxt
+        incident, _seq, events = await self.incidents.load(delivery.incident_id)
+        extra = None
+        last = events[-1]
+        if delivery.kind is Kind.STAND_DOWN:
+            extra = StandDownExtra(reason=last.data.get("reason") or "The response has been stood down.")
+        elif delivery.kind is Kind.CLOSURE:
+            extra = ClosureExtra(reason=last.data.get("reason") or "The incident has been closed.")
+        tried = (*delivery.tried, f"{delivery.contact_id}:{delivery.channel.value}")
+        replacement = await self._prepare(incident, delivery.kind, contact, channel, extra, tried)
+        await self.queue.enqueue(replacement)
+        await self._mark_told(incident.id, [(contact.id, replacement.key)])
+        await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
+                                action="message.fallback", outcome=f"{contact.id} by {channel.value}",
+                                detail={"from": delivery.key, "to": replacement.key})
+        return replacement
+
+    # ---- provider reports -----------------------------------------------------------------
+    async def on_status(self, provider_id: str, reported: str, error_code: str | None) -> Status | None:
+        """Record a delivery report; statuses never go backwards; undelivered/failed fall back once."""
+        key = await self.kv.get(BUCKET, f"sid.{provider_id}")
+        if not key:
+            return None
+        record = await self.kv.get(BUCKET, f"d.{key}") or {}
+        try:
+            status = Status(reported)
+        except ValueError:
+            return None
+        current = Status(record.get("status", Status.ACCEPTED))
+        new = advance(current, status)
+        history = [*record.get("history", []), {"status": reported, "at": self.clock.now().isoformat(),
+                                                "error_code": error_code}]
+        await self.kv.put(BUCKET, f"d.{key}", {**record, "status": new.value, "history": history,
+                                               "updated_at": self.clock.now().isoformat()})
+        await self.audit.append(chain=record["incident_id"], actor="twilio", incident_id=record["incident_id"],
+                                action="message.status", outcome=f"{reported} -> {new.value}",
+                                detail={"key": key, "provider_id": provider_id, "error_code": error_code})
+        if new is not current and new in (Status.UNDELIVERED, Status.FAILED):
+            await self.fall_back(Delivery(key=key, incident_id=record["incident_id"], reference="",
+                                          kind=Kind(record["kind"]), contact_id=record["contact_id"],
+                                          channel=Channel(record["channel"]), to=record["to"],
+                                          created_at=self.clock.now()))
+        return new
+
+    async def sweep(self, incidents: list[Incident]) -> list[str]:
+        """Confirm 'notified' for incidents whose every message the providers took (or failed over)."""
+        confirmed = []
+        for incident in incidents:
+            if incident.state.value != "notifying":
+                continue
+            records = await self.deliveries(incident.id)
+            waiting = [r for r in records if Status(r["status"]) in (Status.PENDING, Status.RETRYING)]
+            if records and not waiting:
+                result = await self.incidents.handle(Transition(
+                    command_id=f"notified-{incident.id}", actor="sims", incident=incident.id,
+                    trigger=Trigger.CONFIRM_NOTIFIED, reason=f"{len(records)} message(s) handed to providers"))
+                if result.ok:
+                    confirmed.append(incident.id)
+        return confirmed
+
+    async def deliveries(self, incident_id: str) -> list[dict[str, Any]]:
+        """Every message of an incident with its status, for `sims status` and the API."""
+        found = await self.kv.entries(BUCKET, f"d.{incident_id}.>")  # type: ignore[attr-defined]
+        return sorted(found.values(), key=lambda r: (r.get("queued_at", ""), r["key"]))
+
+
+__all__ = ["NotificationService", "Retry", "RateLimiter", "backoff", "MAX_ATTEMPTS", "Event"]
