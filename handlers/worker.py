@@ -15,7 +15,7 @@ from sims.adapters import jetstream as jsa
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime
 from sims.messages import COMMAND_ADAPTER, MAX_COMMAND_BYTES, Command, Event
-from sims.notifications import MAX_ATTEMPTS, Retry
+from sims.notifications import MAX_ATTEMPTS, Retry, UnknownMessage
 from sims.notify import Delivery, Status
 
 log = structlog.get_logger("sims.worker")
@@ -93,11 +93,20 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
         register_sender(broker, rt, outbox, channel, durable)
 
     @broker.subscriber(jsa.STATUS_SUBJECT, stream=stream, durable=jsa.STATUS_CONSUMER,
-                       pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.NACK_ON_ERROR,
-                       title="delivery-status", description="Provider delivery reports (Twilio status callbacks).")
+                       pull_sub=PullSub(batch_size=1, timeout=1.0), ack_policy=AckPolicy.MANUAL,
+                       title="delivery-status", description="Provider delivery reports (Twilio status callbacks), in order.")
     async def on_status(msg: NatsMessage) -> None:
         report = json.loads(msg.body)
-        await rt.notifications.on_status(str(report["provider_id"]), str(report["status"]), report.get("error_code"))
+        try:
+            await rt.notifications.on_status(str(report["provider_id"]), str(report["status"]), report.get("error_code"))
+        except UnknownMessage:
+            attempt = int(msg.raw_message.metadata.num_delivered or 1)
+            if attempt < jsa.MAX_DELIVER:
+                await msg.nack(delay=0.2 * attempt)  # the send's record may not be written yet
+                return
+            await dead_letter(rt, "sims.dlq.status", msg.body,
+                              {"error": "unknown_message", "message": "Report for a message SIMS did not send."}, "twilio")
+        await msg.ack()
 
     @broker.subscriber(ADVISORY, title="command-max-deliveries", include_in_schema=False)
     async def on_exhausted(msg: NatsMessage) -> None:

@@ -38,6 +38,10 @@ class WorkQueue(Protocol):
         ...
 
 
+class UnknownMessage(Exception):
+    """A delivery report for a message whose send is not recorded yet (or never was)."""
+
+
 class Retry(Exception):
     """A transient failure: send again after `delay` seconds."""
 
@@ -85,6 +89,7 @@ class NotificationService:
     link_secret: tuple[str, bytes]
     base_url: str
     link_ttl: timedelta = timedelta(hours=72)
+    retry_base: float = 1.0
     limiters: dict[str, RateLimiter] = field(default_factory=dict)
 
     # ---- planning -------------------------------------------------------------------------
@@ -184,12 +189,17 @@ class NotificationService:
 
     async def _accepted(self, delivery: Delivery, accepted: Accepted, attempt: int, record: dict[str, Any]) -> None:
         now = self.clock.now()
-        await self.kv.put(BUCKET, f"d.{delivery.key}", {
-            **self._record(delivery, record), "status": Status.ACCEPTED.value, "provider": accepted.provider,
-            "provider_id": accepted.provider_id, "attempts": attempt, "accepted_at": now.isoformat(),
-            "updated_at": now.isoformat()})
         if accepted.provider_id.isalnum():
             await self.kv.put(BUCKET, f"sid.{accepted.provider_id}", delivery.key)
+
+        def merge(old: dict[str, Any] | None) -> dict[str, Any]:
+            old = old or {}
+            status = advance(Status(old.get("status", Status.PENDING)), Status.ACCEPTED)
+            return {**self._record(delivery, old), "status": status.value, "provider": accepted.provider,
+                    "provider_id": accepted.provider_id, "attempts": attempt, "accepted_at": now.isoformat(),
+                    "updated_at": now.isoformat(), "error": None}
+
+        await self.kv.update(BUCKET, f"d.{delivery.key}", merge)
         await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
                                 action="message.accepted", outcome=accepted.provider,
                                 detail={"key": delivery.key, "provider_id": accepted.provider_id, "attempt": attempt})
@@ -214,7 +224,7 @@ class NotificationService:
                                 detail={"key": delivery.key, "attempt": attempt, "transient": failure.transient,
                                         "error": failure.message[:300]})
         if not final:
-            raise Retry(backoff(attempt, failure.retry_after))
+            raise Retry(backoff(attempt, failure.retry_after, base=self.retry_base))
         log.warning("message.failed", key=delivery.key, code=failure.code, attempts=attempt)
         await self.fall_back(delivery)
         return Status.FAILED
@@ -249,18 +259,23 @@ class NotificationService:
         """Record a delivery report; statuses never go backwards; undelivered/failed fall back once."""
         key = await self.kv.get(BUCKET, f"sid.{provider_id}")
         if not key:
-            return None
-        record = await self.kv.get(BUCKET, f"d.{key}") or {}
+            raise UnknownMessage(provider_id)
         try:
             status = Status(reported)
         except ValueError:
             return None
-        current = Status(record.get("status", Status.ACCEPTED))
-        new = advance(current, status)
-        history = [*record.get("history", []), {"status": reported, "at": self.clock.now().isoformat(),
-                                                "error_code": error_code}]
-        await self.kv.put(BUCKET, f"d.{key}", {**record, "status": new.value, "history": history,
-                                               "updated_at": self.clock.now().isoformat()})
+        seen: dict[str, Status] = {}
+
+        def merge(old: dict[str, Any] | None) -> dict[str, Any]:
+            old = old or {}
+            seen["current"] = current = Status(old.get("status", Status.ACCEPTED))
+            history = [*old.get("history", []), {"status": reported, "at": self.clock.now().isoformat(),
+                                                 "error_code": error_code}]
+            return {**old, "status": advance(current, status).value, "history": history,
+                    "updated_at": self.clock.now().isoformat()}
+
+        record = await self.kv.update(BUCKET, f"d.{key}", merge)
+        current, new = seen["current"], Status(record["status"])
         await self.audit.append(chain=record["incident_id"], actor="twilio", incident_id=record["incident_id"],
                                 action="message.status", outcome=f"{reported} -> {new.value}",
                                 detail={"key": key, "provider_id": provider_id, "error_code": error_code})

@@ -244,19 +244,27 @@ class NatsKV:
         await kv.put(key, json.dumps(value, default=str).encode())
 
     async def entries(self, bucket: str, pattern: str = ">") -> dict[str, Any]:
-        """Every key matching `pattern` (NATS wildcards) with its value, filtered by the server."""
-        kv = await self.bucket(bucket)
-        watcher = await kv.watch(pattern, ignore_deletes=True)
+        """Every key matching `pattern` (NATS wildcards) with its latest value, filtered by the server."""
+        stream, prefix = f"KV_{bucket}", f"$KV.{bucket}."
+        info = await self.js.stream_info(stream, subjects_filter=prefix + pattern)
+        if not info.state.subjects:
+            return {}
+        sub = await self.js.subscribe(prefix + pattern, stream=stream, ordered_consumer=True,
+                                      deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
         found: dict[str, Any] = {}
         try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value:
-                    found[entry.key] = json.loads(entry.value)
+            while True:
+                msg = await sub.next_msg(timeout=5.0)
+                key = msg.subject[len(prefix):]
+                operation = (msg.headers or {}).get("KV-Operation")
+                if operation in ("DEL", "PURGE") or not msg.data:
+                    found.pop(key, None)
+                else:
+                    found[key] = json.loads(msg.data)
+                if msg.metadata.num_pending == 0:
+                    return found
         finally:
-            await watcher.stop()
-        return found
+            await sub.unsubscribe()
 
     async def keys(self, bucket: str) -> list[str]:
         kv = await self.bucket(bucket)
@@ -266,6 +274,27 @@ class NatsKV:
             if type(exc).__name__ == "NoKeysError":
                 return []
             raise
+
+    async def update(self, bucket: str, key: str, change: Any) -> Any:
+        """Read-modify-write with compare-and-set: `change(old or None) -> new`; retried on a race."""
+        kv = await self.bucket(bucket)
+        for attempt in range(100):
+            try:
+                entry = await kv.get(key)
+                old, revision = (json.loads(entry.value) if entry.value else None), entry.revision
+            except KeyNotFoundError:
+                old, revision = None, None
+            new = change(old)
+            payload = json.dumps(new, default=str).encode()
+            try:
+                if revision is None:
+                    await kv.create(key, payload)
+                else:
+                    await kv.update(key, payload, last=revision)
+                return new
+            except (KeyWrongLastSequenceError, BadRequestError):
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        raise RuntimeError(f"{bucket}/{key} too contended")
 
     async def increment(self, bucket: str, key: str) -> int:
         """Atomically add one to a counter and return the new value."""

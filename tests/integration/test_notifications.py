@@ -1,0 +1,229 @@
+"""Notifications end to end: real NATS, the real twilio client on a local Twilio-like server, aiosmtpd."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from handlers.http import create_app
+from handlers.worker import build_broker
+from sims import queries
+from sims.adapters.commands import submit
+from sims.adapters.nats_server import NatsServer, free_port
+from sims.bootstrap import Runtime, connect_runtime
+from sims.config import Settings
+from sims.gsm import segments
+from sims.messages import RaiseIncident, Transition
+from sims.model import Incident
+from sims.routing import recipients_for
+from tests.support import twilio_server as tw
+from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
+from tests.support.smtp_server import SmtpServer
+from tests.support.twilio_server import TwilioServer
+
+RAISE = {"actor": "duty-officer", "type": "stabbing", "level": "1", "occurred_at": "2026-11-30T21:40:00Z",
+         "ward": "Peckham", "location": "Rye Lane, near the station", "outline": "A young man was stabbed",
+         "restricted": "Victim: Jordan Smith, 17, of 12 Acacia Road"}
+SECRET_WORDS = ("Jordan", "Smith", "Acacia")
+
+
+class Stack:
+    def __init__(self, rt: Runtime, twilio: TwilioServer, smtp: SmtpServer, http_url: str) -> None:
+        self.rt, self.twilio, self.smtp, self.http_url = rt, twilio, smtp, http_url
+
+    async def raise_incident(self, **overrides: Any) -> dict[str, Any]:
+        result = await submit(self.rt.nc, self.rt.js, self.rt.kv, RaiseIncident.model_validate({**RAISE, **overrides}))
+        assert result["ok"], result
+        return result
+
+    async def wait_for(self, condition: Callable[[], Any], timeout: float = 15.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            value = condition()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("condition not met in time")
+
+    async def deliveries(self, incident_id: str) -> list[dict[str, Any]]:
+        return await self.rt.notifications.deliveries(incident_id)
+
+    async def settled(self, incident_id: str, count: int) -> list[dict[str, Any]]:
+        async def done() -> bool:
+            found = await self.deliveries(incident_id)
+            return len(found) >= count and all(d["status"] not in ("pending", "retrying") for d in found)
+        await self.wait_for(done)
+        return await self.deliveries(incident_id)
+
+
+@pytest.fixture
+async def stack(nats_server: NatsServer, twilio_server: TwilioServer, smtp_server: SmtpServer,  # noqa: F811
+                tmp_path: Path) -> AsyncIterator[Stack]:
+    port = free_port()
+    settings = Settings(
+        data_dir=tmp_path / "data", public_base_url=f"http://127.0.0.1:{port}",
+        twilio_account_sid=twilio_server.account_sid, twilio_auth_token=twilio_server.auth_token,
+        twilio_from="+447700900999", twilio_api_base=twilio_server.base_url,
+        smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_tls="none", smtp_from="sims@example.org")
+    rt = await connect_runtime(settings, nats_server.url, "test")
+    rt.notifications.retry_base = 0.05
+    broker = build_broker(rt, nats_server.url)
+    await broker.start()
+    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield Stack(rt, twilio_server, smtp_server, f"http://127.0.0.1:{port}")
+    server.should_exit = True
+    await task
+    await broker.stop()
+    await rt.close()
+
+
+def expected(rt: Runtime, **overrides: Any) -> dict[str, tuple[str, str]]:
+    data = {**RAISE, **overrides}
+    probe = Incident(id="x", reference="x", raised_at=data["occurred_at"], updated_at=data["occurred_at"],
+                     raised_by="d", **{k: v for k, v in data.items() if k != "actor"})
+    people = recipients_for(probe, rt.directory, rt.protocol)
+    return {p.contact.id: (p.channels[0].value, p.contact.address(p.channels[0])) for p in people}
+
+
+async def test_a_raise_notifies_exactly_the_protocols_people_on_their_first_channel(stack: Stack) -> None:
+    raised = await stack.raise_incident()
+    want = expected(stack.rt)
+    records = await stack.settled(raised["incident_id"], len(want))
+    assert {r["contact_id"]: (r["channel"], r["to"]) for r in records} == want
+    took = ("accepted", "queued", "sent", "delivered")
+    assert [(r["contact_id"], r["status"], r.get("error")) for r in records if r["status"] not in took] == []
+    sms_to = sorted(m.to.removeprefix("whatsapp:") for m in stack.twilio.messages)
+    assert sms_to == sorted(addr for ch, addr in want.values() if ch in ("sms", "whatsapp"))
+    assert sorted(r for m in stack.smtp.handler.messages for r in m.rcpt_tos) == sorted(
+        addr for ch, addr in want.values() if ch == "email")
+    for m in stack.twilio.messages:
+        assert raised["reference"] in m.body and f"{stack.http_url}/l/" in m.body
+        assert segments(m.body).segments <= 2
+        assert not any(word in m.body for word in SECRET_WORDS)
+    for mail in stack.smtp.handler.messages:
+        text = mail.message.get_body(("plain",)).get_content()
+        assert mail.message["Subject"].startswith(raised["reference"]) or raised["reference"] in mail.message["Subject"]
+        assert "OFFICIAL-SENSITIVE" in text and not any(w in text + mail.message["Subject"] for w in SECRET_WORDS)
+        assert mail.message["Message-ID"].strip().startswith(f"<{raised['incident_id']}.holding.")
+    await stack.wait_for(lambda: queries.incident_with_timeline(stack.rt, raised["incident_id"]))
+    async def active() -> bool:
+        incident, _ = await queries.incident_with_timeline(stack.rt, raised["incident_id"])
+        return incident.state == "active"
+    await stack.rt.notifications.sweep(await queries.list_incidents(stack.rt))
+    await stack.wait_for(active)
+
+
+async def test_a_redelivered_work_item_is_not_sent_twice(stack: Stack) -> None:
+    raised = await stack.raise_incident()
+    want = expected(stack.rt)
+    await stack.settled(raised["incident_id"], len(want))
+    sent = len(stack.twilio.messages)
+    incident, _ = await queries.incident_with_timeline(stack.rt, raised["incident_id"])
+    event = (await stack.rt.incidents.load(incident.id))[2][0]
+    replanned = await stack.rt.notifications.on_event(event)  # as if the notifier saw the event again
+    assert replanned == []  # everyone was told already
+    first = next(d for d in await stack.deliveries(incident.id) if d["channel"] == "sms")
+    from sims.notify import Delivery
+    item = Delivery(key=first["key"], incident_id=incident.id, reference=incident.reference, kind="holding",
+                    contact_id=first["contact_id"], channel="sms", to=first["to"], body="again",
+                    created_at=incident.raised_at)
+    await stack.rt.js.publish("sims.send.sms", item.model_dump_json().encode())  # a new Nats-Msg-Id
+    await asyncio.sleep(1.0)
+    assert len(stack.twilio.messages) == sent
+
+
+async def test_invalid_number_fails_over_to_email_and_it_is_audited(stack: Stack) -> None:
+    want = expected(stack.rt)
+    sms_person = next(cid for cid, (ch, _) in want.items() if ch == "sms" and stack.rt.directory.get(cid).email)
+    number = want[sms_person][1]
+    stack.twilio.fail_to[number] = tw.invalid_number()
+    raised = await stack.raise_incident()
+    records = await stack.settled(raised["incident_id"], len(want) + 1)
+    failed = next(r for r in records if r["contact_id"] == sms_person and r["channel"] == "sms")
+    assert failed["status"] == "failed" and failed["error"].startswith("21211")
+    email = stack.rt.directory.get(sms_person).email
+    assert any(email in m.rcpt_tos for m in stack.smtp.handler.messages)
+    actions = [r["action"] for r in await queries.audit_records(stack.rt, raised["incident_id"])]
+    assert "message.failed" in actions and "message.fallback" in actions
+
+
+async def test_rate_limits_and_server_errors_are_retried_with_nothing_lost_or_doubled(stack: Stack) -> None:
+    stack.twilio.script(tw.too_many_requests(0.05), tw.server_error(500), tw.server_error(503))
+    stack.smtp.handler.data_response = "451 4.3.0 Try again later"
+    raised = await stack.raise_incident()
+    want = expected(stack.rt)
+    await asyncio.sleep(0.5)
+    stack.smtp.handler.data_response = None
+    records = await stack.settled(raised["incident_id"], len(want))
+    assert all(r["status"] in ("accepted", "queued", "sent", "delivered") for r in records)
+    assert max(r["attempts"] for r in records) >= 2
+    sms_count = sum(1 for ch, _ in want.values() if ch in ("sms", "whatsapp"))
+    assert len(stack.twilio.messages) == sms_count  # every SMS once, none twice
+    emails = sorted(r for m in stack.smtp.handler.messages for r in m.rcpt_tos)
+    assert emails == sorted(a for ch, a in want.values() if ch == "email")
+    actions = [r["action"] for r in await queries.audit_records(stack.rt, raised["incident_id"])]
+    assert actions.count("message.retrying") >= 3
+
+
+async def test_smtp_refusal_falls_back_to_sms(stack: Stack) -> None:
+    stack.smtp.handler.rcpt_response = "550 5.1.1 No such user"
+    raised = await stack.raise_incident()
+    want = expected(stack.rt)
+    email_people = [cid for cid, (ch, _) in want.items() if ch == "email"]
+    records = await stack.settled(raised["incident_id"], len(want) + len(email_people))
+    for cid in email_people:
+        mine = {r["channel"]: r["status"] for r in records if r["contact_id"] == cid}
+        took = ("accepted", "queued", "sent", "delivered")
+        assert mine["email"] == "failed" and any(s in took for ch, s in mine.items() if ch != "email")
+
+
+async def test_status_callbacks_out_of_order_and_twice_never_go_backwards(stack: Stack) -> None:
+    raised = await stack.raise_incident()
+    want = expected(stack.rt)
+    await stack.settled(raised["incident_id"], len(want))
+    message = stack.twilio.messages[0]
+    url = f"{stack.http_url}/hooks/twilio/status"
+    for status in ("delivered", "sent", "delivered", "queued", "undelivered"):
+        attempt = await stack.twilio.post_signed(url, stack.twilio.callback_params(message, status))
+        assert attempt.response_status == 204
+    async with httpx.AsyncClient() as client:
+        forged = await client.post(url, data=stack.twilio.callback_params(message, "failed"),
+                                   headers={"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"})
+    assert forged.status_code == 403
+
+    async def delivered() -> bool:
+        recs = await stack.deliveries(raised["incident_id"])
+        rec = next(r for r in recs if r.get("provider_id") == message.sid)
+        return rec["status"] == "delivered" and len(rec.get("history", [])) >= 3
+    await stack.wait_for(delivered)
+    await asyncio.sleep(0.5)
+    rec = next(r for r in await stack.deliveries(raised["incident_id"]) if r.get("provider_id") == message.sid)
+    assert rec["status"] == "delivered"
+
+
+async def test_stand_down_tells_everyone_who_was_told(stack: Stack) -> None:
+    raised = await stack.raise_incident(exercise=True)
+    want = expected(stack.rt)
+    await stack.settled(raised["incident_id"], len(want))
+    result = await submit(stack.rt.nc, stack.rt.js, stack.rt.kv, Transition(
+        actor="duty", incident=raised["incident_id"], trigger="stand_down", reason="Police confirm no injuries"))
+    assert result["ok"]
+    records = await stack.settled(raised["incident_id"], 2 * len(want))
+    stand_downs = {r["contact_id"] for r in records if r["kind"] == "stand_down"}
+    assert stand_downs == set(want)
+    bodies = [m.body for m in stack.twilio.messages]
+    assert all(b.startswith(("EXERCISE EXERCISE EXERCISE", "[EXERCISE]")) for b in bodies)
+    assert all(m.message["Subject"].startswith("EXERCISE") for m in stack.smtp.handler.messages)
