@@ -75,6 +75,16 @@ class IncidentService:
             return str(found)
         return key
 
+    async def _known(self, key: str | None) -> Incident | None:
+        """The incident a refused command named, if it exists (for its audit chain and the answer)."""
+        if not key:
+            return None
+        try:
+            incident, _ = await self._current(await self.resolve(key))
+        except IncidentNotFound:
+            return None
+        return incident
+
     async def load(self, incident_id: str) -> tuple[Incident, int, list[Event]]:
         """The incident replayed from all its events (the truth), its last sequence and the events."""
         events, seq = await self.store.load(incident_id)
@@ -110,12 +120,14 @@ class IncidentService:
         try:
             incident, events = await self._apply(command)
         except SimsError as exc:
+            known = await self._known(getattr(command, "incident", None))
             result = Result(ok=False, command_id=command.command_id, kind=command.kind, error=exc.to_dict(),
-                            dead_letter=isinstance(exc, ValidationFailed))
-            incident_id = getattr(command, "incident", None)
+                            dead_letter=isinstance(exc, ValidationFailed),
+                            incident_id=known.id if known else None, reference=known.reference if known else None,
+                            version=known.version if known else None, state=known.state.value if known else None)
             await self.audit.append(
-                chain=incident_id if incident_id and not REFERENCE.match(incident_id) else SYSTEM_CHAIN,
-                actor=command.actor, incident_id=incident_id, action=f"command.{command.kind}",
+                chain=known.id if known else SYSTEM_CHAIN, actor=command.actor,
+                incident_id=known.id if known else None, action=f"command.{command.kind}",
                 outcome=f"refused: {exc.code}", detail={"command": _redacted(command), "reason": str(exc)},
             )
             await self.kv.put("sims_results", command.command_id, result.model_dump(mode="json"))
