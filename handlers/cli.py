@@ -19,7 +19,16 @@ from sims.bootstrap import Runtime, connect_runtime
 from sims.config import Settings
 from sims.errors import SimsError
 from sims.logs import configure
-from sims.messages import Command, RaiseIncident, Transition, Trigger, UpdateIncident
+from sims.messages import (
+    ApproveBriefing,
+    Command,
+    DraftBriefing,
+    RaiseIncident,
+    SendUpdate,
+    Transition,
+    Trigger,
+    UpdateIncident,
+)
 from sims.model import IncidentType, Level, State
 from sims.protocol_config import load_protocol
 
@@ -31,6 +40,8 @@ contacts_app = typer.Typer(help="The contacts directory.", no_args_is_help=True)
 app.add_typer(contacts_app, name="contacts")
 templates_app = typer.Typer(help="Message templates.", no_args_is_help=True)
 app.add_typer(templates_app, name="templates")
+briefing_app = typer.Typer(help="The elected members' briefing: show, edit, approve (and send).", no_args_is_help=True)
+app.add_typer(briefing_app, name="briefing")
 T = TypeVar("T")
 
 
@@ -224,6 +235,41 @@ def status(incident: Optional[str] = typer.Argument(None, help="Incident id or r
         error = f"  ({d['error']})" if d.get("error") else ""
         typer.echo(f"  {d['kind']:10} {d['contact_id']:32} {d['channel']:8} {d['status']:11} "
                    f"attempts {d.get('attempts', 0)}{error}")
+
+
+@briefing_app.command("show")
+def briefing_show(incident: str, version: Optional[int] = typer.Option(None, help="Default: the latest draft")) -> None:
+    """Show the members' briefing as members will get it."""
+    async def go(rt: Runtime) -> dict[str, Any]:
+        found, _ = await queries.incident_with_timeline(rt, incident)
+        return rt.notifications.briefing_preview(found, version)
+
+    shown = _with_runtime(go)
+    status = "approved and sent" if shown["approved"] == shown["version"] else "draft"
+    typer.echo(f"Version {shown['version']} of {shown['versions']} ({status}; approved: {shown['approved'] or 'none'})")
+    typer.echo(f"SMS ({shown['sms_segments']} segment(s)): {shown['sms']}\n")
+    typer.echo(f"Subject: {shown['subject']}\n\n{shown['text']}")
+
+
+@briefing_app.command("edit")
+def briefing_edit(incident: str, text: str = typer.Option(..., help="What members can say to the community"),
+                  actor: str = typer.Option(os.environ.get("USER", "duty-officer"))) -> None:
+    """Save a new version of what members can say (each version is kept in the audit trail)."""
+    _run_command(DraftBriefing(incident=incident, talking_points=text, actor=actor))
+
+
+@briefing_app.command("approve")
+def briefing_approve(incident: str, version: int = typer.Option(..., help="The version to send"),
+                     actor: str = typer.Option(os.environ.get("USER", "duty-officer"))) -> None:
+    """Approve a version: it goes to the elected members by SMS and email."""
+    _run_command(ApproveBriefing(incident=incident, briefing_version=version, actor=actor))
+
+
+@app.command("send-update")
+def send_update(incident: str, text: str = typer.Option(..., help="Shareable text only: it goes by SMS"),
+                actor: str = typer.Option(os.environ.get("USER", "duty-officer"))) -> None:
+    """Send an update to everyone who was told about the incident."""
+    _run_command(SendUpdate(incident=incident, text=text, actor=actor))
 
 
 @app.command()

@@ -17,7 +17,39 @@ from sims.model import IncidentType, Level
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime
 from sims.errors import SimsError
-from sims.messages import MAX_COMMAND_BYTES, Command, RaiseIncident, Transition, Trigger, UpdateIncident
+from sims.messages import (
+    MAX_COMMAND_BYTES,
+    ApproveBriefing,
+    Command,
+    DraftBriefing,
+    RaiseIncident,
+    SendUpdate,
+    Transition,
+    Trigger,
+    UpdateIncident,
+)
+
+class _Acting(BaseModel):
+    actor: str = Field(min_length=1, max_length=120)
+    command_id: str | None = Field(default=None, min_length=8, max_length=128)
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class BriefingBody(_Acting):
+    talking_points: str = Field(min_length=1, max_length=1500)
+
+
+class ApproveBody(_Acting):
+    briefing_version: int = Field(ge=1)
+
+
+class MessageBody(_Acting):
+    text: str = Field(min_length=1, max_length=600, description="Shareable text only: it goes by SMS.")
+
+
+def _ids(body: _Acting) -> dict[str, Any]:
+    return {k: v for k, v in (("command_id", body.command_id), ("expected_version", body.expected_version)) if v is not None}
+
 
 class PreviewBody(BaseModel):
     type: IncidentType
@@ -108,6 +140,25 @@ def create_app(rt: Runtime) -> FastAPI:
         media = "application/x-ndjson" if format == "jsonl" else "text/csv"
         return PlainTextResponse(text, media_type=media, headers={
             "Content-Disposition": f'attachment; filename="audit-{key}.{format}"'})
+
+    @app.get("/api/incidents/{key}/briefing", summary="The members' briefing: draft, versions, preview")
+    async def briefing(key: str, version: int | None = Query(None, ge=1)) -> dict[str, Any]:
+        incident, _ = await queries.incident_with_timeline(rt, key)
+        return rt.notifications.briefing_preview(incident, version)
+
+    @app.post("/api/incidents/{key}/briefing", summary="Save a new version of the members' briefing")
+    async def draft_briefing(key: str, body: BriefingBody) -> JSONResponse:
+        return _answer(await run(DraftBriefing(incident=key, talking_points=body.talking_points, actor=body.actor,
+                                               **_ids(body))))
+
+    @app.post("/api/incidents/{key}/briefing/approve", summary="Approve a version: sent to elected members")
+    async def approve_briefing(key: str, body: ApproveBody) -> JSONResponse:
+        return _answer(await run(ApproveBriefing(incident=key, briefing_version=body.briefing_version,
+                                                 actor=body.actor, **_ids(body))))
+
+    @app.post("/api/incidents/{key}/messages", summary="Send an update to everyone told about the incident")
+    async def send_update(key: str, body: MessageBody) -> JSONResponse:
+        return _answer(await run(SendUpdate(incident=key, text=body.text, actor=body.actor, **_ids(body))))
 
     @app.get("/api/incidents/{key}/deliveries", summary="Every message sent about the incident, with its status")
     async def deliveries(key: str) -> list[dict[str, Any]]:

@@ -110,7 +110,35 @@ class Transition(_Command):
     expected_version: int | None = Field(default=None, ge=0)
 
 
-Command = Annotated[Union[RaiseIncident, UpdateIncident, Transition], Field(discriminator="kind")]
+class DraftBriefing(_Command):
+    """Save a new version of the elected members' briefing (what members may say to the community)."""
+
+    kind: Literal["draft_briefing"] = "draft_briefing"
+    incident: str = Field(min_length=1, max_length=64)
+    talking_points: str = Field(min_length=1, max_length=1500)
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class ApproveBriefing(_Command):
+    """Approve a briefing version: it is sent to the elected members by SMS and email."""
+
+    kind: Literal["approve_briefing"] = "approve_briefing"
+    incident: str = Field(min_length=1, max_length=64)
+    briefing_version: int = Field(ge=1)
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class SendUpdate(_Command):
+    """Tell everyone who was told about the incident something new (shareable text only)."""
+
+    kind: Literal["send_update"] = "send_update"
+    incident: str = Field(min_length=1, max_length=64)
+    text: str = Field(min_length=1, max_length=600)
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+Command = Annotated[Union[RaiseIncident, UpdateIncident, Transition, DraftBriefing, ApproveBriefing, SendUpdate],
+                    Field(discriminator="kind")]
 COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
 
 
@@ -118,6 +146,9 @@ class EventType(StrEnum):
     RAISED = "incident.raised"
     UPDATED = "incident.updated"
     STATE_CHANGED = "incident.state_changed"
+    BRIEFING_DRAFTED = "briefing.drafted"
+    BRIEFING_APPROVED = "briefing.approved"
+    UPDATE_SENT = "update.sent"
 
 
 class Event(BaseModel):
@@ -139,6 +170,12 @@ class Event(BaseModel):
             return "Updated: " + ", ".join(sorted(k for k in self.data if k != "restricted")) + (
                 " (+restricted details)" if "restricted" in self.data else ""
             )
+        if self.type is EventType.BRIEFING_DRAFTED:
+            return f"Members' briefing version {self.data['version']} drafted"
+        if self.type is EventType.BRIEFING_APPROVED:
+            return f"Members' briefing version {self.data['version']} approved and sent"
+        if self.type is EventType.UPDATE_SENT:
+            return f"Update sent to everyone told: {self.data['text'][:80]}"
         reason = f" - {self.data['reason']}" if self.data.get("reason") else ""
         return f"{self.data['from']} -> {self.data['to']} ({self.data['trigger']}){reason}"
 

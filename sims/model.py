@@ -148,3 +148,6 @@ class Incident(Frozen):
     details: Details = Details()
     updated_at: UtcDateTime
     closed_reason: str | None = None
+    briefings: tuple[str, ...] = Field((), description="Every drafted version of the members' briefing, in order.")
+    briefing_approved: int = Field(0, description="The version approved and sent (0: none yet).")
+    updates_sent: int = 0

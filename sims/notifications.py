@@ -17,7 +17,7 @@ import structlog
 from sims import protocol
 from sims.directory import Channel, Contact, Directory
 from sims.links import Binding, link_id_for, mint
-from sims.messages import Event, EventType, Transition, Trigger
+from sims.messages import DraftBriefing, Event, EventType, Transition, Trigger
 from sims.model import Incident
 from sims.notify import PROVIDER_TOOK, Delivery, Kind, Status, advance, fallback, kinds_for, message_key
 from sims.ports import Accepted, AuditLog, Clock, DeliveryFailed, EmailSender, KeyValue, OutgoingEmail, OutgoingSms, SmsSender
@@ -25,7 +25,7 @@ from sims.protocol_config import ProtocolConfig
 from sims.rendering import Renderer
 from sims.routing import recipients_for
 from sims.services import IncidentService
-from sims.views import ClosureExtra, RecipientView, SharedView, StandDownExtra
+from sims.views import BriefingExtra, ClosureExtra, RecipientView, SharedView, StandDownExtra, UpdateExtra
 
 log = structlog.get_logger("sims.notify")
 BUCKET = "sims_deliveries"
@@ -102,17 +102,20 @@ class NotificationService:
         if kind is None:
             return []
         told = await self.kv.get(BUCKET, f"told.{incident.id}") or {}
+        revision, extra = 1, self._extra(kind, event, incident)
         if kind is Kind.HOLDING:
             people = [(r.contact, r.channels[0]) for r in recipients_for(incident, self.directory, self.protocol)
                       if r.contact.id not in told]
+        elif kind is Kind.BRIEFING:  # elected members, on every channel they have: SMS and email
+            revision = int(event.data["version"])
+            members = set(self.protocol.member_roles)
+            people = [(r.contact, channel) for r in recipients_for(incident, self.directory, self.protocol)
+                      if members & set(r.roles) for channel in r.channels if channel is not Channel.WHATSAPP]
         else:
+            revision = int(event.data.get("number", 1))
             people = [(c, c.channels[0]) for c in (self.directory.get(i) for i in told) if c is not None]
-        extra = None
-        if kind is Kind.STAND_DOWN:
-            extra = StandDownExtra(reason=event.data.get("reason") or "The response has been stood down.")
-        elif kind is Kind.CLOSURE:
-            extra = ClosureExtra(reason=event.data.get("reason") or "The incident has been closed.")
-        deliveries = [await self._prepare(incident, kind, contact, channel, extra, ()) for contact, channel in people]
+        deliveries = [await self._prepare(incident, kind, contact, channel, extra, (), revision)
+                      for contact, channel in people]
         for delivery in deliveries:
             await self.queue.enqueue(delivery)
         await self._mark_told(incident.id, [(d.contact_id, d.key) for d in deliveries])
@@ -122,6 +125,9 @@ class NotificationService:
         if event.type is EventType.RAISED:
             await self.incidents.handle(Transition(command_id=f"notify-{incident.id}", actor="sims",
                                                    incident=incident.id, trigger=Trigger.START_NOTIFYING))
+            draft = self.renderer.default_talking_points(SharedView.of(incident))
+            await self.incidents.handle(DraftBriefing(command_id=f"briefing-{incident.id}", actor="sims",
+                                                      incident=incident.id, talking_points=draft))
         log.info("notify.planned", incident_id=incident.id, kind=kind.value, messages=len(deliveries))
         return deliveries
 
@@ -133,9 +139,22 @@ class NotificationService:
                 told[contact_id].append(key)
         await self.kv.put(BUCKET, f"told.{incident_id}", told)
 
+    @staticmethod
+    def _extra(kind: Kind, event: Event, incident: Incident) -> Any:
+        """The kind's shareable extra text, from the event that caused the message."""
+        if kind is Kind.STAND_DOWN:
+            return StandDownExtra(reason=event.data.get("reason") or "The response has been stood down.")
+        if kind is Kind.CLOSURE:
+            return ClosureExtra(reason=event.data.get("reason") or "The incident has been closed.")
+        if kind is Kind.BRIEFING:
+            return BriefingExtra(talking_points=incident.briefings[int(event.data["version"]) - 1])
+        if kind is Kind.UPDATE:
+            return UpdateExtra(text=event.data["text"])
+        return None
+
     async def _prepare(self, incident: Incident, kind: Kind, contact: Contact, channel: Channel,
-                       extra: Any, tried: tuple[str, ...]) -> Delivery:
-        key = message_key(incident.id, kind, contact.id, channel)
+                       extra: Any, tried: tuple[str, ...], revision: int = 1) -> Delivery:
+        key = message_key(incident.id, kind, contact.id, channel, revision)
         link = await self._link(incident, kind, contact, key)
         view, person = SharedView.of(incident), RecipientView(name=contact.name, salutation=contact.name,
                                                               roles=contact.roles)
@@ -239,14 +258,11 @@ class NotificationService:
             return None
         contact, channel = nxt
         incident, _seq, events = await self.incidents.load(delivery.incident_id)
-        extra = None
-        last = events[-1]
-        if delivery.kind is Kind.STAND_DOWN:
-            extra = StandDownExtra(reason=last.data.get("reason") or "The response has been stood down.")
-        elif delivery.kind is Kind.CLOSURE:
-            extra = ClosureExtra(reason=last.data.get("reason") or "The incident has been closed.")
+        revision = int(delivery.key.rsplit(".", 1)[1])
+        cause = _cause(events, delivery.kind, revision)
+        extra = self._extra(delivery.kind, cause, incident) if cause else None
         tried = (*delivery.tried, f"{delivery.contact_id}:{delivery.channel.value}")
-        replacement = await self._prepare(incident, delivery.kind, contact, channel, extra, tried)
+        replacement = await self._prepare(incident, delivery.kind, contact, channel, extra, tried, revision)
         await self.queue.enqueue(replacement)
         await self._mark_told(incident.id, [(contact.id, replacement.key)])
         await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
@@ -302,10 +318,35 @@ class NotificationService:
                     confirmed.append(incident.id)
         return confirmed
 
+    def briefing_preview(self, incident: Incident, version: int | None = None) -> dict[str, Any]:
+        """The members' briefing as a member would get it (email and SMS), for the draft or a version."""
+        number = version or len(incident.briefings)
+        points = incident.briefings[number - 1] if 1 <= number <= len(incident.briefings) else ""
+        view = SharedView.of(incident)
+        person = RecipientView(name="Councillor", salutation="Councillor", roles=("ward_councillor",))
+        link = f"{self.base_url}/l/preview"
+        email = self.renderer.render_email("briefing", view, person, link, BriefingExtra(talking_points=points))
+        sms = self.renderer.render_sms("briefing", view, person, link, BriefingExtra(talking_points=points))
+        return {"version": number, "versions": len(incident.briefings), "approved": incident.briefing_approved,
+                "talking_points": points, "subject": email.subject, "text": email.text, "html": email.html,
+                "sms": sms.body, "sms_segments": sms.segments.segments}
+
     async def deliveries(self, incident_id: str) -> list[dict[str, Any]]:
         """Every message of an incident with its status, for `sims status` and the API."""
         found = await self.kv.entries(BUCKET, f"d.{incident_id}.>")  # type: ignore[attr-defined]
         return sorted(found.values(), key=lambda r: (r.get("queued_at", ""), r["key"]))
+
+
+def _cause(events: list[Event], kind: Kind, revision: int) -> Event | None:
+    """The event that made a message of `kind` (and revision), for re-rendering it on another channel."""
+    for event in reversed(events):
+        if kinds_for(event, was_gold=False) is kind or (kind is Kind.HOLDING and event.type is EventType.RAISED):
+            if kind is Kind.BRIEFING and int(event.data["version"]) != revision:
+                continue
+            if kind is Kind.UPDATE and int(event.data.get("number", 1)) != revision:
+                continue
+            return event
+    return None
 
 
 __all__ = ["NotificationService", "Retry", "RateLimiter", "backoff", "MAX_ATTEMPTS", "Event"]

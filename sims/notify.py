@@ -80,6 +80,10 @@ def kinds_for(event: Event, was_gold: bool) -> Kind | None:
     """The message an event sends to people, if any."""
     if event.type is EventType.RAISED:
         return Kind.HOLDING
+    if event.type is EventType.BRIEFING_APPROVED:
+        return Kind.BRIEFING
+    if event.type is EventType.UPDATE_SENT:
+        return Kind.UPDATE
     if event.type is EventType.STATE_CHANGED:
         target = State(event.data["to"])
         if target is State.STOOD_DOWN:

@@ -7,9 +7,12 @@ from datetime import datetime
 
 from sims.errors import TransitionNotAllowed, ValidationFailed
 from sims.messages import (
+    ApproveBriefing,
+    DraftBriefing,
     Event,
     EventType,
     RaiseIncident,
+    SendUpdate,
     Transition,
     Trigger,
     UpdateIncident,
@@ -79,7 +82,7 @@ def next_state(incident: Incident, command: Transition) -> State:
     return target
 
 
-def _event(type_: EventType, incident_id: str, command: RaiseIncident | UpdateIncident | Transition,
+def _event(type_: EventType, incident_id: str, command: RaiseIncident | UpdateIncident | Transition | DraftBriefing | ApproveBriefing | SendUpdate,
            now: datetime, data: dict[str, object]) -> Event:
     return Event(type=type_, incident_id=incident_id, at=now, actor=command.actor,
                  command_id=command.command_id, data=data)
@@ -119,6 +122,32 @@ def decide_transition(incident: Incident, command: Transition, now: datetime) ->
     return [_event(EventType.STATE_CHANGED, incident.id, command, now, data)]
 
 
+def _open(incident: Incident, what: str) -> None:
+    if incident.state in TERMINAL_STATES:
+        raise TransitionNotAllowed(incident.state.value, what, _WHY_NOT[incident.state])
+
+
+def decide_briefing(incident: Incident, command: DraftBriefing | ApproveBriefing, now: datetime) -> list[Event]:
+    """A new briefing version, or the approval (and so the sending) of an existing one."""
+    if isinstance(command, DraftBriefing):
+        _open(incident, "draft_briefing")
+        return [_event(EventType.BRIEFING_DRAFTED, incident.id, command, now,
+                       {"version": len(incident.briefings) + 1, "talking_points": command.talking_points})]
+    _open(incident, "approve_briefing")
+    if not 1 <= command.briefing_version <= len(incident.briefings):
+        raise ValidationFailed("The briefing was not approved", [
+            f"there is no version {command.briefing_version} (drafted: {len(incident.briefings)})"])
+    if command.briefing_version == incident.briefing_approved:
+        raise ValidationFailed("The briefing was not approved", [f"version {command.briefing_version} was sent already"])
+    return [_event(EventType.BRIEFING_APPROVED, incident.id, command, now, {"version": command.briefing_version})]
+
+
+def decide_send_update(incident: Incident, command: SendUpdate, now: datetime) -> list[Event]:
+    _open(incident, "send_update")
+    return [_event(EventType.UPDATE_SENT, incident.id, command, now,
+                   {"text": command.text, "number": incident.updates_sent + 1})]
+
+
 def _merge(current: tuple[object, ...], add: list[object], remove: list[object]) -> tuple[object, ...]:
     kept = [item for item in current if item not in remove]
     return tuple(kept + [item for item in add if item not in kept])
@@ -141,6 +170,13 @@ def evolve(incident: Incident | None, event: Event) -> Incident:
             "gold": incident.gold or target is State.ESCALATED,
             "closed_reason": event.data.get("reason") if target in TERMINAL_STATES else incident.closed_reason,
         })
+    bump = {"version": incident.version + 1, "updated_at": event.at}
+    if event.type is EventType.BRIEFING_DRAFTED:
+        return incident.model_copy(update={**bump, "briefings": (*incident.briefings, event.data["talking_points"])})
+    if event.type is EventType.BRIEFING_APPROVED:
+        return incident.model_copy(update={**bump, "briefing_approved": int(event.data["version"])})
+    if event.type is EventType.UPDATE_SENT:
+        return incident.model_copy(update={**bump, "updates_sent": incident.updates_sent + 1})
     changes = event.data
     details = incident.details.model_dump(mode="json")
     for name in _LISTS:

@@ -96,6 +96,7 @@ class ProtocolConfig(_Conf):
     borough: Borough
     roles: dict[RoleName, str] = Field(min_length=1, description="Role name -> what it means.")
     ward_roles: tuple[RoleName, ...] = Field((), description="Roles held per ward (e.g. ward_councillor).")
+    member_roles: tuple[RoleName, ...] = Field((), description="Elected members: they get the briefing.")
     notify: tuple[NotifyRule, ...] = Field(min_length=1)
     steps: tuple[Step, ...] = ()
 
@@ -103,6 +104,7 @@ class ProtocolConfig(_Conf):
     def _known_roles(self) -> ProtocolConfig:
         roles = set(self.roles)
         problems = [f"ward_roles: unknown role {r!r}" for r in self.ward_roles if r not in roles]
+        problems += [f"member_roles: unknown role {r!r}" for r in self.member_roles if r not in roles]
         for i, rule in enumerate(self.notify):
             problems += [f"notify[{i}]: unknown role {r!r}" for r in rule.roles if r not in roles]
         seen: set[str] = set()

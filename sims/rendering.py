@@ -264,6 +264,11 @@ class Renderer:
         subject = _one_line(self.env.get_template(f"email/{kind}.subject.txt").render(view=view))
         return SUBJECT_EXERCISE_PREFIX + subject if view.exercise else subject
 
+    def default_talking_points(self, view: SharedView) -> str:
+        """The starting draft of the members' briefing lines, from templates/email/_talking_points.txt."""
+        template = self.env.get_template("email/_talking_points.txt")
+        return _tidy_text(template.render({"view": view, "resources": self.resources})).strip()
+
     def render_email(self, kind: str, view: SharedView, recipient: RecipientView, link: str,
                      extra: SmsExtra | None = None) -> RenderedEmail:
         """Subject, plain text and HTML of the email for `kind`, marked at top and bottom."""

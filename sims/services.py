@@ -16,7 +16,17 @@ from pydantic import BaseModel
 
 from sims import protocol
 from sims.errors import Conflict, IncidentNotFound, SimsError, ValidationFailed
-from sims.messages import Command, Event, EventType, RaiseIncident, Transition, UpdateIncident
+from sims.messages import (
+    ApproveBriefing,
+    Command,
+    DraftBriefing,
+    Event,
+    EventType,
+    RaiseIncident,
+    SendUpdate,
+    Transition,
+    UpdateIncident,
+)
 from sims.model import Incident
 from sims.ports import AuditLog, Clock, EventStore, KeyValue, StaleSequence
 from sims.protocol_config import ProtocolConfig
@@ -145,6 +155,11 @@ class IncidentService:
                                 action=f"command.{command.kind}", outcome="accepted",
                                 detail={"command": _redacted(command), "version": incident.version})
         for event in events:
+            if event.type is EventType.BRIEFING_DRAFTED:  # each version of the briefing, word for word
+                await self.audit.append(chain=incident.id, actor=event.actor, incident_id=incident.id,
+                                        action="briefing.drafted", outcome=f"version {event.data['version']}",
+                                        detail={"talking_points": event.data["talking_points"]})
+        for event in events:
             if event.type is EventType.STATE_CHANGED:
                 await self.audit.append(chain=incident.id, actor=event.actor, incident_id=incident.id,
                                         action="transition", outcome=f"{event.data['from']} -> {event.data['to']}",
@@ -158,7 +173,7 @@ class IncidentService:
         async with self._locks.setdefault(incident_id, asyncio.Lock()):
             return await self._apply_to(incident_id, command)
 
-    async def _apply_to(self, incident_id: str, command: UpdateIncident | Transition) -> tuple[Incident, list[Event]]:
+    async def _apply_to(self, incident_id: str, command: Command) -> tuple[Incident, list[Event]]:
         for attempt in range(MAX_RETRIES):
             incident, seq = await self._current(incident_id)
             if command.expected_version is not None and command.expected_version != incident.version:
@@ -166,6 +181,10 @@ class IncidentService:
             now = self.clock.now()
             if isinstance(command, UpdateIncident):
                 new = protocol.decide_update(incident, command, now)
+            elif isinstance(command, (DraftBriefing, ApproveBriefing)):
+                new = protocol.decide_briefing(incident, command, now)
+            elif isinstance(command, SendUpdate):
+                new = protocol.decide_send_update(incident, command, now)
             else:
                 assert isinstance(command, Transition)
                 new = protocol.decide_transition(incident, command, now)

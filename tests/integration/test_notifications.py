@@ -227,3 +227,53 @@ async def test_stand_down_tells_everyone_who_was_told(stack: Stack) -> None:
     bodies = [m.body for m in stack.twilio.messages]
     assert all(b.startswith(("EXERCISE EXERCISE EXERCISE", "[EXERCISE]")) for b in bodies)
     assert all(m.message["Subject"].startswith("EXERCISE") for m in stack.smtp.handler.messages)
+
+
+async def test_members_briefing_is_drafted_edited_approved_and_sent_to_members_by_sms_and_email(stack: Stack) -> None:
+    from sims.messages import ApproveBriefing, DraftBriefing
+
+    raised = await stack.raise_incident()
+    want = expected(stack.rt)
+    await stack.settled(raised["incident_id"], len(want))
+
+    async def drafted() -> bool:
+        incident, _ = await queries.incident_with_timeline(stack.rt, raised["incident_id"])
+        return len(incident.briefings) == 1
+    await stack.wait_for(drafted)
+    incident, _ = await queries.incident_with_timeline(stack.rt, raised["incident_id"])
+    assert "my thoughts are with everyone affected" in incident.briefings[0]  # drafted from the template
+    lines = "Please say: we are working with the police; a community meeting is on Thursday at the library."
+    edit = await submit(stack.rt.nc, stack.rt.js, stack.rt.kv, DraftBriefing(actor="duty", incident=raised["reference"],
+                                                                            talking_points=lines))
+    assert edit["ok"]
+    approve = ApproveBriefing(actor="duty", incident=raised["reference"], briefing_version=2)
+    assert (await submit(stack.rt.nc, stack.rt.js, stack.rt.kv, approve))["ok"]
+    members = {p for p in want if set(stack.rt.directory.get(p).roles) & set(stack.rt.protocol.member_roles)}
+    assert members >= {"cllr-rhys-ekwueme"}
+    expected_pairs = {(p, ch.value) for p in members for ch in stack.rt.directory.get(p).channels if ch.value != "whatsapp"}
+    records = await stack.settled(raised["incident_id"], len(want) + len(expected_pairs))
+    briefings = {(r["contact_id"], r["channel"]) for r in records if r["kind"] == "briefing"}
+    assert briefings == expected_pairs
+    assert all(r["key"].endswith(".2") for r in records if r["kind"] == "briefing")
+    member_emails = [m for m in stack.smtp.handler.messages if "briefing" in m.message["Message-ID"]]
+    assert member_emails and all(lines in m.message.get_body(("plain",)).get_content() for m in member_emails)
+    assert all(not any(w in m.message.as_string() for w in SECRET_WORDS) for m in member_emails)
+    audit = await queries.audit_records(stack.rt, raised["incident_id"])
+    assert [r["detail"]["talking_points"] for r in audit if r["action"] == "briefing.drafted"][1] == lines
+    again = await submit(stack.rt.nc, stack.rt.js, stack.rt.kv, ApproveBriefing(
+        actor="duty", incident=raised["reference"], briefing_version=2))
+    assert again["ok"] is False and "sent already" in again["error"]["message"]
+
+
+async def test_an_update_goes_to_everyone_told(stack: Stack) -> None:
+    from sims.messages import SendUpdate
+
+    raised = await stack.raise_incident()
+    want = expected(stack.rt)
+    await stack.settled(raised["incident_id"], len(want))
+    text = "Police have made an arrest. The cordon on Rye Lane has been lifted."
+    assert (await submit(stack.rt.nc, stack.rt.js, stack.rt.kv, SendUpdate(actor="duty", incident=raised["reference"],
+                                                                          text=text)))["ok"]
+    records = await stack.settled(raised["incident_id"], 2 * len(want))
+    assert {r["contact_id"] for r in records if r["kind"] == "update"} == set(want)
+    assert any("arrest" in m.body for m in stack.twilio.messages)
