@@ -137,7 +137,43 @@ class SendUpdate(_Command):
     expected_version: int | None = Field(default=None, ge=0)
 
 
-Command = Annotated[Union[RaiseIncident, UpdateIncident, Transition, DraftBriefing, ApproveBriefing, SendUpdate],
+class ActOnTask(_Command):
+    """Acknowledge, complete, decline (hand to the deputy) or waive a task; `person` is set for link/SMS use."""
+
+    kind: Literal["task"] = "task"
+    incident: str = Field(min_length=1, max_length=64)
+    task: str = Field(min_length=1, max_length=64)
+    action: Literal["acknowledge", "done", "decline", "waive"]
+    note: str = Field(default="", max_length=2000, description="What was done (evidence).")
+    reason: str = Field(default="", max_length=2000, description="Why it can't be done / is waived.")
+    person: str | None = Field(default=None, max_length=64, description="The contact acting through their link.")
+    via: Literal["console", "link", "sms", "cli", "api"] = "api"
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class Acknowledge(_Command):
+    """A person confirms they have read a message (holding notice, briefing, update...)."""
+
+    kind: Literal["acknowledge"] = "acknowledge"
+    incident: str = Field(min_length=1, max_length=64)
+    message_kind: str = Field(min_length=1, max_length=32)
+    person: str = Field(min_length=1, max_length=64)
+    via: Literal["link", "sms", "console", "api"] = "link"
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class EscalateTask(_Command):
+    """A task's timer fired: remind (level 1), tell the deputy (2), tell the duty officer (3)."""
+
+    kind: Literal["escalate_task"] = "escalate_task"
+    incident: str = Field(min_length=1, max_length=64)
+    task: str = Field(min_length=1, max_length=64)
+    level: int = Field(ge=1, le=3)
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+Command = Annotated[Union[RaiseIncident, UpdateIncident, Transition, DraftBriefing, ApproveBriefing, SendUpdate,
+                          ActOnTask, Acknowledge, EscalateTask],
                     Field(discriminator="kind")]
 COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
 
@@ -149,6 +185,9 @@ class EventType(StrEnum):
     BRIEFING_DRAFTED = "briefing.drafted"
     BRIEFING_APPROVED = "briefing.approved"
     UPDATE_SENT = "update.sent"
+    TASKS_PLANNED = "tasks.planned"
+    TASK_CHANGED = "task.changed"
+    MESSAGE_ACKNOWLEDGED = "message.acknowledged"
 
 
 class Event(BaseModel):
@@ -174,6 +213,14 @@ class Event(BaseModel):
             return f"Members' briefing version {self.data['version']} drafted"
         if self.type is EventType.BRIEFING_APPROVED:
             return f"Members' briefing version {self.data['version']} approved and sent"
+        if self.type is EventType.TASKS_PLANNED:
+            return f"{len(self.data['tasks'])} task(s) planned from the protocol"
+        if self.type is EventType.TASK_CHANGED:
+            task = self.data["task"]
+            extra = f" - {self.data.get('reason') or self.data.get('note')}" if (self.data.get("reason") or self.data.get("note")) else ""
+            return f"Task '{task['title']}': {self.data['action']} -> {task['status']} (owner {task['owner']}){extra}"
+        if self.type is EventType.MESSAGE_ACKNOWLEDGED:
+            return f"{self.data['person']} acknowledged the {self.data['kind'].replace('_', ' ')} ({self.data['via']})"
         if self.type is EventType.UPDATE_SENT:
             return f"Update sent to everyone told: {self.data['text'][:80]}"
         reason = f" - {self.data['reason']}" if self.data.get("reason") else ""

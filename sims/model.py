@@ -127,6 +127,42 @@ class Details(Frozen):
     other_borough: str | None = None
 
 
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    ACKNOWLEDGED = "acknowledged"
+    DONE = "done"
+    DECLINED = "declined"
+    OVERDUE = "overdue"
+    ESCALATED = "escalated"
+    WAIVED = "waived"
+
+
+OPEN_TASK = (TaskStatus.PENDING, TaskStatus.ACKNOWLEDGED, TaskStatus.OVERDUE, TaskStatus.ESCALATED)
+
+
+class Task(BaseModel):
+    """One protocol step for one incident, with its current owner."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    number: int
+    title: str
+    kind: str
+    owner_role: str
+    owner: str | None
+    due_at: datetime
+    status: TaskStatus = TaskStatus.PENDING
+    note: str = ""
+    reason: str = ""
+    escalation_level: int = 0
+    escalation: tuple[float, ...] = ()  # seconds after due: deputy, then duty officer
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_TASK
+
+
 class Incident(Frozen):
     """The current state of one incident: a projection of its events."""
 
@@ -151,3 +187,5 @@ class Incident(Frozen):
     briefings: tuple[str, ...] = Field((), description="Every drafted version of the members' briefing, in order.")
     briefing_approved: int = Field(0, description="The version approved and sent (0: none yet).")
     updates_sent: int = 0
+    tasks: tuple[Task, ...] = Field((), description="One per protocol step.")
+    acknowledged: tuple[str, ...] = Field((), description="'kind:person' for each message acknowledged.")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from sims.errors import TransitionNotAllowed, ValidationFailed
 from sims.messages import (
+    Acknowledge,
+    ActOnTask,
     ApproveBriefing,
+    EscalateTask,
     DraftBriefing,
     Event,
     EventType,
@@ -17,7 +21,8 @@ from sims.messages import (
     Trigger,
     UpdateIncident,
 )
-from sims.model import TERMINAL_STATES, Details, Incident, State
+from sims import tasks
+from sims.model import TERMINAL_STATES, Details, Incident, State, Task
 
 S, T = State, Trigger
 
@@ -49,9 +54,17 @@ def _needs_reason(incident: Incident, command: Transition) -> str | None:
     return "give a reason (it goes to everyone who was told and into the audit trail)" if not command.reason.strip() else None
 
 
+def _can_close(incident: Incident, command: Transition) -> str | None:
+    open_steps = [t.title for t in incident.tasks if t.kind == "reassurance" and t.status.value not in ("done", "waived")]
+    if open_steps:
+        return ("these reassurance steps are still open - complete them or waive each with a reason: "
+                + "; ".join(open_steps))
+    return _needs_reason(incident, command)
+
+
 GUARDS: dict[Trigger, Guard] = {
     T.STAND_DOWN: _needs_reason,
-    T.CLOSE: _needs_reason,
+    T.CLOSE: _can_close,
     T.DE_ESCALATE: _needs_reason,
 }
 
@@ -82,7 +95,7 @@ def next_state(incident: Incident, command: Transition) -> State:
     return target
 
 
-def _event(type_: EventType, incident_id: str, command: RaiseIncident | UpdateIncident | Transition | DraftBriefing | ApproveBriefing | SendUpdate,
+def _event(type_: EventType, incident_id: str, command: Any,
            now: datetime, data: dict[str, object]) -> Event:
     return Event(type=type_, incident_id=incident_id, at=now, actor=command.actor,
                  command_id=command.command_id, data=data)
@@ -148,6 +161,44 @@ def decide_send_update(incident: Incident, command: SendUpdate, now: datetime) -
                    {"text": command.text, "number": incident.updates_sent + 1})]
 
 
+def decide_task(incident: Incident, command: ActOnTask, now: datetime,
+                deputy_of: Callable[[str], str | None]) -> list[Event]:
+    """Act on one task; nothing happens (no event) when the action was already taken."""
+    _open(incident, "act on a task of")
+    task = next((t for t in incident.tasks if t.id == command.task), None)
+    if task is None:
+        raise ValidationFailed("No such task", [f"{command.task!r} is not a task of {incident.reference}"])
+    changed = tasks.act(task, tasks.TaskAction(command.action), actor_is_duty_officer=command.person is None,
+                        person=command.person, note=command.note, reason=command.reason,
+                        deputy=deputy_of(task.owner) if task.owner and command.action == "decline" else None)
+    if changed is None:
+        return []
+    return [_event(EventType.TASK_CHANGED, incident.id, command, now, {
+        "action": command.action, "via": command.via, "note": command.note, "reason": command.reason,
+        "previous_owner": task.owner, "task": changed.model_dump(mode="json")})]
+
+
+def decide_escalation(incident: Incident, command: EscalateTask, now: datetime) -> list[Event]:
+    """A timer fired: escalate the task unless it was acknowledged, done or waived meanwhile."""
+    if incident.state in TERMINAL_STATES:
+        return []
+    task = next((t for t in incident.tasks if t.id == command.task), None)
+    changed = tasks.escalate(task, command.level) if task else None
+    if changed is None:
+        return []
+    return [_event(EventType.TASK_CHANGED, incident.id, command, now, {
+        "action": f"escalate_{command.level}", "via": "timer", "note": "", "reason": "",
+        "previous_owner": changed.owner, "task": changed.model_dump(mode="json")})]
+
+
+def decide_acknowledge(incident: Incident, command: Acknowledge, now: datetime) -> list[Event]:
+    marker = f"{command.message_kind}:{command.person}"
+    if marker in incident.acknowledged:
+        return []
+    return [_event(EventType.MESSAGE_ACKNOWLEDGED, incident.id, command, now,
+                   {"kind": command.message_kind, "person": command.person, "via": command.via})]
+
+
 def _merge(current: tuple[object, ...], add: list[object], remove: list[object]) -> tuple[object, ...]:
     kept = [item for item in current if item not in remove]
     return tuple(kept + [item for item in add if item not in kept])
@@ -177,6 +228,16 @@ def evolve(incident: Incident | None, event: Event) -> Incident:
         return incident.model_copy(update={**bump, "briefing_approved": int(event.data["version"])})
     if event.type is EventType.UPDATE_SENT:
         return incident.model_copy(update={**bump, "updates_sent": incident.updates_sent + 1})
+    if event.type is EventType.TASKS_PLANNED:
+        planned = tuple(Task.model_validate(t) for t in event.data["tasks"])
+        return incident.model_copy(update={**bump, "tasks": incident.tasks + planned})
+    if event.type is EventType.TASK_CHANGED:
+        changed = Task.model_validate(event.data["task"])
+        return incident.model_copy(update={**bump, "tasks": tuple(changed if t.id == changed.id else t
+                                                                   for t in incident.tasks)})
+    if event.type is EventType.MESSAGE_ACKNOWLEDGED:
+        marker = f"{event.data['kind']}:{event.data['person']}"
+        return incident.model_copy(update={**bump, "acknowledged": (*incident.acknowledged, marker)})
     changes = event.data
     details = incident.details.model_dump(mode="json")
     for name in _LISTS:

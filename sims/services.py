@@ -14,10 +14,13 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
-from sims import protocol
+from sims import protocol, tasks
 from sims.errors import Conflict, IncidentNotFound, SimsError, ValidationFailed
 from sims.messages import (
+    Acknowledge,
+    ActOnTask,
     ApproveBriefing,
+    EscalateTask,
     Command,
     DraftBriefing,
     Event,
@@ -74,6 +77,7 @@ class IncidentService:
     kv: KeyValue
     protocol: ProtocolConfig
     clock: Clock
+    directory: Any = None  # sims.directory.Directory: task owners and deputies
     _cache: OrderedDict[str, tuple[Incident, int]] = field(default_factory=OrderedDict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -84,6 +88,18 @@ class IncidentService:
                 raise IncidentNotFound(key)
             return str(found)
         return key
+
+    def _owner_for(self, role: str, ward: str) -> str | None:
+        """The person a step's role resolves to: the ward's holder for ward roles, else the first holder."""
+        if self.directory is None:
+            return None
+        people = (self.directory.by_role_and_ward(role, ward) if role in self.protocol.ward_roles
+                  else self.directory.by_role(role))
+        return people[0].id if people else None
+
+    def _deputy_of(self, contact_id: str) -> str | None:
+        deputy = self.directory.deputy_of(contact_id) if self.directory is not None else None
+        return deputy.id if deputy else None
 
     async def _known(self, key: str | None) -> Incident | None:
         """The incident a refused command named, if it exists (for its audit chain and the answer)."""
@@ -185,9 +201,17 @@ class IncidentService:
                 new = protocol.decide_briefing(incident, command, now)
             elif isinstance(command, SendUpdate):
                 new = protocol.decide_send_update(incident, command, now)
+            elif isinstance(command, ActOnTask):
+                new = protocol.decide_task(incident, command, now, self._deputy_of)
+            elif isinstance(command, EscalateTask):
+                new = protocol.decide_escalation(incident, command, now)
+            elif isinstance(command, Acknowledge):
+                new = protocol.decide_acknowledge(incident, command, now)
             else:
                 assert isinstance(command, Transition)
                 new = protocol.decide_transition(incident, command, now)
+            if not new:
+                return incident, []  # already so (a second click, a cancelled timer): nothing to append
             try:
                 seq = await self.store.append(incident.id, new, seq, command.command_id)
             except StaleSequence:  # another worker appended first: decide again on the newer state
@@ -215,6 +239,12 @@ class IncidentService:
         reference = f"{code}-{year}-{number:04d}"
         new = protocol.decide_raise(command, incident_id=incident_id, reference=reference,
                                     wards=self.protocol.ward_set, now=now)
+        planned = tasks.plan(self.protocol.steps_for(command.type, command.level), now,
+                             lambda role: self._owner_for(role, command.ward))
+        if planned:
+            new.append(Event(type=EventType.TASKS_PLANNED, incident_id=incident_id, at=now, actor="sims",
+                             command_id=command.command_id,
+                             data={"tasks": [t.model_dump(mode="json") for t in planned]}))
         try:
             await self.store.append(incident_id, new, 0, command.command_id)
         except StaleSequence:

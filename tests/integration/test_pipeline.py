@@ -158,12 +158,12 @@ async def test_state_and_audit_are_identical_after_killing_and_restarting_nats(n
     try:
         after = (await queries.incident_with_timeline(rt, raised.incident_id), await queries.audit_records(rt))
         assert after == before
-        assert after[0][0].state == "notifying" and after[0][0].version == 3
+        assert after[0][0].state == "notifying" and after[0][0].version == before[0][0].version
         stored = await rt.kv.get("sims_incidents", raised.incident_id)
         assert stored == after[0][0].model_dump(mode="json")  # projection = replay of events
         assert queries.verify_records(after[1]).ok
         more = await rt.incidents.handle(Transition(actor="d", incident=raised.incident_id, trigger="confirm_notified"))
-        assert more.ok and more.version == 4
+        assert more.ok and more.version == before[0][0].version + 1
         assert queries.verify_records(await queries.audit_records(rt)).ok
     finally:
         await rt.close()
