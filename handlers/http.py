@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -90,6 +91,13 @@ def create_app(rt: Runtime) -> FastAPI:
     """The HTTP app over a connected runtime; nothing connects at import time."""
     app = FastAPI(title="SIMS", version="0.1.0",
                   description="Serious Incident Management System: raise and follow critical incidents.")
+
+    from fastapi.staticfiles import StaticFiles
+
+    from handlers.links import build_router
+
+    app.include_router(build_router(rt))
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static")
 
     @app.middleware("http")
     async def limit_size(request: Request, call_next: Any) -> Response:

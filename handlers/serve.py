@@ -21,12 +21,13 @@ log = structlog.get_logger("sims.serve")
 
 
 async def sweep_forever(rt: Runtime, every: float = 1.0) -> None:
-    """Move incidents from notifying to active once every first message was handed to a provider."""
+    """Fire due escalation timers; move incidents to active once every first message was handed over."""
     from sims.queries import list_incidents
 
     while True:
         await asyncio.sleep(every)
         try:
+            await rt.notifications.fire_due_timers()
             await rt.notifications.sweep(await list_incidents(rt))
         except Exception as exc:  # noqa: BLE001 - NATS hiccups: try again next round, never die
             log.warning("sweep.failed", error=str(exc))

@@ -106,6 +106,6 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
         incidents=incidents, directory=directory, protocol=protocol,
         renderer=Renderer(settings.templates_dir, settings.protective_marking), queue=jsa.NatsWorkQueue(js),
         kv=kv, audit=audit, clock=clock, senders=senders, link_secret=(kid, ring[kid]),  # type: ignore[arg-type]
-        base_url=settings.base_url, link_ttl=timedelta(hours=settings.link_ttl_hours), limiters=limiters)
+        base_url=settings.base_url, keyring=ring, timers=jsa.NatsTimers(js), link_ttl=timedelta(hours=settings.link_ttl_hours), limiters=limiters)
     return Runtime(settings=settings, protocol=protocol, nc=nc, js=js, store=store, audit=audit, kv=kv,
                    incidents=incidents, directory=directory, notifications=notifications)

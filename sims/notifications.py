@@ -16,16 +16,17 @@ import structlog
 
 from sims import protocol
 from sims.directory import Channel, Contact, Directory
-from sims.links import Binding, link_id_for, mint
-from sims.messages import DraftBriefing, Event, EventType, Transition, Trigger
-from sims.model import Incident
+from sims.links import Binding, check, link_id_for, mint, parse
+from sims import tasks as tasks_mod
+from sims.messages import DraftBriefing, EscalateTask, Event, EventType, Transition, Trigger
+from sims.model import Incident, Task
 from sims.notify import PROVIDER_TOOK, Delivery, Kind, Status, advance, fallback, kinds_for, message_key
 from sims.ports import Accepted, AuditLog, Clock, DeliveryFailed, EmailSender, KeyValue, OutgoingEmail, OutgoingSms, SmsSender
 from sims.protocol_config import ProtocolConfig
 from sims.rendering import Renderer
 from sims.routing import recipients_for
 from sims.services import IncidentService
-from sims.views import BriefingExtra, ClosureExtra, RecipientView, SharedView, StandDownExtra, UpdateExtra
+from sims.views import BriefingExtra, ClosureExtra, RecipientView, SharedView, StandDownExtra, TaskExtra, UpdateExtra
 
 log = structlog.get_logger("sims.notify")
 BUCKET = "sims_deliveries"
@@ -88,6 +89,8 @@ class NotificationService:
     senders: dict[Channel, SmsSender | EmailSender]
     link_secret: tuple[str, bytes]
     base_url: str
+    keyring: dict[str, bytes] = field(default_factory=dict)  # every kid that still verifies
+    timers: Any = None  # sims.adapters.jetstream.NatsTimers
     link_ttl: timedelta = timedelta(hours=72)
     retry_base: float = 1.0
     limiters: dict[str, RateLimiter] = field(default_factory=dict)
@@ -101,6 +104,8 @@ class NotificationService:
         kind = kinds_for(event, was_gold=bool(before and before.gold))
         if kind is None:
             return []
+        if kind is Kind.TASK:
+            return await self._task_messages(incident, event)
         told = await self.kv.get(BUCKET, f"told.{incident.id}") or {}
         revision, extra = 1, self._extra(kind, event, incident)
         if kind is Kind.HOLDING:
@@ -139,6 +144,65 @@ class NotificationService:
                 told[contact_id].append(key)
         await self.kv.put(BUCKET, f"told.{incident_id}", told)
 
+    async def _task_messages(self, incident: Incident, event: Event) -> list[Delivery]:
+        """Tell each owner of their task (and set its timers); on decline or escalation, the next person."""
+        plans: list[tuple[Task, Contact, str, str]] = []  # task, person, revision, title
+        if event.type is EventType.TASKS_PLANNED:
+            for data in event.data["tasks"]:
+                task = next(t for t in incident.tasks if t.id == data["id"])
+                for level, due in tasks_mod.timers(task):
+                    await self.timers.set(f"t.{incident.id}.{task.id}.{level}", due,
+                                          {"incident": incident.id, "task": task.id, "level": level})
+                owner = self.directory.get(task.owner) if task.owner else None
+                if owner:
+                    plans.append((task, owner, str(task.number), task.title))
+        else:
+            task = Task.model_validate(event.data["task"])
+            action = event.data["action"]
+            if action == "decline":
+                if event.data.get("previous_owner"):
+                    await self.revoke_links(incident.id, task.id, event.data["previous_owner"])
+                owner = self.directory.get(task.owner) if task.owner else None
+                if owner:
+                    plans.append((task, owner, f"{task.number}h{incident.version}", task.title))
+            else:
+                level = int(action.split("_")[1])
+                owner = self.directory.get(task.owner) if task.owner else None
+                if level == 1 and owner:
+                    plans.append((task, owner, f"{task.number}r1", f"Reminder, now due: {task.title}"))
+                elif level == 2 and owner and (deputy := self.directory.deputy_of(owner.id)):
+                    plans.append((task, deputy, f"{task.number}e2", f"Not yet acknowledged by {owner.name}: {task.title}"))
+                elif level >= 2:
+                    for officer in self.directory.by_role("duty_officer"):
+                        plans.append((task, officer, f"{task.number}e{level}", f"Escalated, not acknowledged: {task.title}"))
+        deliveries = []
+        for task, person, revision, title in plans:
+            delivery = await self._prepare(incident, Kind.TASK, person, person.channels[0],
+                                           TaskExtra(title=title, due_at=task.due_at), (), revision, task=task.id)
+            await self.queue.enqueue(delivery)
+            deliveries.append(delivery)
+        await self._mark_told(incident.id, [(d.contact_id, d.key) for d in deliveries])
+        if deliveries:
+            await self.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="notify.planned",
+                                    outcome=f"{len(deliveries)} task message(s) queued",
+                                    detail={"keys": [d.key for d in deliveries]})
+        return deliveries
+
+    async def fire_due_timers(self) -> int:
+        """Escalate tasks whose timers are due; each timer fires once across all workers."""
+        fired = 0
+        for key, payload, revision in await self.timers.due(self.clock.now()):
+            if not await self.timers.claim(key, revision):
+                continue
+            result = await self.incidents.handle(EscalateTask(
+                command_id=f"esc-{payload['incident']}-{payload['task']}-{payload['level']}", actor="sims",
+                incident=payload["incident"], task=payload["task"], level=int(payload["level"])))
+            await self.audit.append(chain=payload["incident"], actor="sims", incident_id=payload["incident"],
+                                    action="timer.fired", outcome="escalated" if result.ok and result.version else "no change",
+                                    detail={"timer": key})
+            fired += 1
+        return fired
+
     @staticmethod
     def _extra(kind: Kind, event: Event, incident: Incident) -> Any:
         """The kind's shareable extra text, from the event that caused the message."""
@@ -153,24 +217,24 @@ class NotificationService:
         return None
 
     async def _prepare(self, incident: Incident, kind: Kind, contact: Contact, channel: Channel,
-                       extra: Any, tried: tuple[str, ...], revision: int = 1) -> Delivery:
+                       extra: Any, tried: tuple[str, ...], revision: int | str = 1, task: str = "") -> Delivery:
         key = message_key(incident.id, kind, contact.id, channel, revision)
-        link = await self._link(incident, kind, contact, key)
+        link = await self._link(incident, kind, contact, key, task or None)
         view, person = SharedView.of(incident), RecipientView(name=contact.name, salutation=contact.name,
                                                               roles=contact.roles)
         common = dict(key=key, incident_id=incident.id, reference=incident.reference, kind=kind,
                       contact_id=contact.id, channel=channel, to=contact.address(channel), link=link,
-                      exercise=incident.exercise, tried=tried, created_at=self.clock.now())
+                      exercise=incident.exercise, tried=tried, created_at=self.clock.now(), task=task)
         if channel is Channel.EMAIL:
             email = self.renderer.render_email(kind.value, view, person, link, extra)
             return Delivery(**common, subject=email.subject, body=email.text, html=email.html)
         sms = self.renderer.render_sms(kind.value, view, person, link, extra)
         return Delivery(**common, body=sms.body)
 
-    async def _link(self, incident: Incident, kind: Kind, contact: Contact, key: str) -> str:
+    async def _link(self, incident: Incident, kind: Kind, contact: Contact, key: str, task: str | None = None) -> str:
         kid, secret = self.link_secret
         link_id = link_id_for(key)
-        binding = Binding(incident_id=incident.id, task=kind.value, person=contact.id,
+        binding = Binding(incident_id=incident.id, task=task or f"msg.{kind.value}", person=contact.id,
                           expires_at=self.clock.now() + self.link_ttl, kid=kid)
         stored = await self.kv.get("sims_links", link_id)
         if stored:
@@ -179,7 +243,29 @@ class NotificationService:
             await self.kv.put("sims_links", link_id, {"incident_id": binding.incident_id, "task": binding.task,
                                                       "person": binding.person, "kid": kid,
                                                       "expires_at": binding.expires_at.isoformat()})
+        secret = self.keyring.get(binding.kid, secret)
         return f"{self.base_url}/l/{mint(secret, binding, link_id)}"
+
+    async def open_link(self, token: str) -> Binding:
+        """The binding of a genuine, live link; LinkRefused (forged, expired, revoked) otherwise."""
+        _kid, link_id, _mac = parse(token)
+        stored = await self.kv.get("sims_links", link_id)
+        binding = None
+        if stored:
+            binding = Binding(incident_id=stored["incident_id"], task=stored["task"], person=stored["person"],
+                              kid=stored["kid"], expires_at=datetime.fromisoformat(stored["expires_at"]))
+        ring = self.keyring or {self.link_secret[0]: self.link_secret[1]}
+        return check(ring, token, binding, self.clock.now(), revoked=bool(stored and stored.get("revoked")))
+
+    async def revoke_links(self, incident_id: str, task: str, person: str) -> int:
+        """Withdraw a person's links for a task (e.g. after it was handed to their deputy)."""
+        found = await self.kv.entries("sims_links")  # type: ignore[attr-defined]
+        count = 0
+        for link_id, stored in found.items():
+            if (stored["incident_id"], stored["task"], stored["person"]) == (incident_id, task, person) and not stored.get("revoked"):
+                await self.kv.put("sims_links", link_id, {**stored, "revoked": True})
+                count += 1
+        return count
 
     # ---- sending --------------------------------------------------------------------------
     async def send(self, delivery: Delivery, attempt: int) -> Status:
@@ -226,6 +312,7 @@ class NotificationService:
 
     def _record(self, delivery: Delivery, record: dict[str, Any]) -> dict[str, Any]:
         return {**record, "key": delivery.key, "incident_id": delivery.incident_id, "kind": delivery.kind.value,
+                "task": delivery.task,
                 "contact_id": delivery.contact_id, "channel": delivery.channel.value, "to": delivery.to,
                 "queued_at": record.get("queued_at") or delivery.created_at.isoformat()}
 
@@ -258,11 +345,16 @@ class NotificationService:
             return None
         contact, channel = nxt
         incident, _seq, events = await self.incidents.load(delivery.incident_id)
-        revision = int(delivery.key.rsplit(".", 1)[1])
-        cause = _cause(events, delivery.kind, revision)
-        extra = self._extra(delivery.kind, cause, incident) if cause else None
+        revision = delivery.key.rsplit(".", 1)[1]
         tried = (*delivery.tried, f"{delivery.contact_id}:{delivery.channel.value}")
-        replacement = await self._prepare(incident, delivery.kind, contact, channel, extra, tried, revision)
+        if delivery.kind is Kind.TASK:
+            task = next(t for t in incident.tasks if t.id == delivery.task)
+            extra: Any = TaskExtra(title=task.title, due_at=task.due_at)
+        else:
+            cause = _cause(events, delivery.kind, int(revision) if revision.isdigit() else 1)
+            extra = self._extra(delivery.kind, cause, incident) if cause else None
+        replacement = await self._prepare(incident, delivery.kind, contact, channel, extra, tried, revision,
+                                          task=delivery.task)
         await self.queue.enqueue(replacement)
         await self._mark_told(incident.id, [(contact.id, replacement.key)])
         await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
@@ -299,7 +391,7 @@ class NotificationService:
             await self.fall_back(Delivery(key=key, incident_id=record["incident_id"], reference="",
                                           kind=Kind(record["kind"]), contact_id=record["contact_id"],
                                           channel=Channel(record["channel"]), to=record["to"],
-                                          created_at=self.clock.now()))
+                                          created_at=self.clock.now(), task=record.get("task", "")))
         return new
 
     async def sweep(self, incidents: list[Incident]) -> list[str]:

@@ -68,10 +68,11 @@ class Delivery(BaseModel):
     link: str = ""
     exercise: bool = False
     tried: tuple[str, ...] = ()  # contact:channel pairs already tried for this message
+    task: str = ""  # the task a task message is about
     created_at: datetime
 
 
-def message_key(incident_id: str, kind: Kind, contact_id: str, channel: Channel, revision: int = 1) -> str:
+def message_key(incident_id: str, kind: Kind, contact_id: str, channel: Channel, revision: int | str = 1) -> str:
     """`{incident}.{kind}.{contact}.{channel}.{revision}`: a redelivered work item never sends twice."""
     return f"{incident_id}.{kind.value}.{contact_id}.{channel.value}.{revision}"
 
@@ -84,6 +85,11 @@ def kinds_for(event: Event, was_gold: bool) -> Kind | None:
         return Kind.BRIEFING
     if event.type is EventType.UPDATE_SENT:
         return Kind.UPDATE
+    if event.type is EventType.TASKS_PLANNED:
+        return Kind.TASK
+    if event.type is EventType.TASK_CHANGED and (event.data["action"] == "decline"
+                                                 or event.data["action"].startswith("escalate_")):
+        return Kind.TASK
     if event.type is EventType.STATE_CHANGED:
         target = State(event.data["to"])
         if target is State.STOOD_DOWN:

@@ -119,7 +119,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
             durable_name=durable, ack_policy=AckPolicy.EXPLICIT, max_deliver=SEND_MAX_DELIVER, ack_wait=60.0,
             filter_subject=f"sims.send.{channel}", max_ack_pending=5000))
     for bucket, history in (("sims_results", 1), ("sims_incidents", 1), ("sims_refs", 1),
-                            ("sims_deliveries", 1), ("sims_links", 1)):
+                            ("sims_deliveries", 1), ("sims_links", 1), ("sims_timers", 1)):
         await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, replicas=replicas,
                                                  storage=StorageType.FILE))
 
@@ -325,3 +325,59 @@ class NatsWorkQueue:
     async def enqueue(self, delivery: Any) -> None:
         await self.js.publish(f"sims.send.{delivery.channel.value}", delivery.model_dump_json().encode(),
                               timeout=5.0, headers={"Nats-Msg-Id": delivery.key})
+
+
+class NatsTimers:
+    """Timers kept in KV `sims_timers`: they survive restarts; a worker claims a due one by CAS delete."""
+
+    BUCKET = "sims_timers"
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+        self._kv: Any = None
+
+    async def _bucket(self) -> Any:
+        if self._kv is None:
+            self._kv = await self.js.key_value(self.BUCKET)
+        return self._kv
+
+    async def set(self, key: str, due_at: datetime, payload: dict[str, Any]) -> None:
+        kv = await self._bucket()
+        await kv.put(key, json.dumps({**payload, "due_at": due_at.isoformat()}).encode())
+
+    async def cancel(self, key: str) -> None:
+        kv = await self._bucket()
+        try:
+            await kv.delete(key)
+        except (KeyNotFoundError, BadRequestError):
+            pass
+
+    async def due(self, now: datetime) -> list[tuple[str, dict[str, Any], int]]:
+        """Timers whose time has come: (key, payload, revision)."""
+        prefix = f"$KV.{self.BUCKET}."
+        info = await self.js.stream_info(f"KV_{self.BUCKET}", subjects_filter=prefix + ">")
+        if not info.state.subjects:
+            return []
+        sub = await self.js.subscribe(prefix + ">", stream=f"KV_{self.BUCKET}", ordered_consumer=True,
+                                      deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
+        found = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=5.0)
+                if msg.data and (msg.headers or {}).get("KV-Operation") not in ("DEL", "PURGE"):
+                    payload = json.loads(msg.data)
+                    if datetime.fromisoformat(payload["due_at"]) <= now:
+                        found.append((msg.subject[len(prefix):], payload, int(msg.metadata.sequence.stream)))
+                if msg.metadata.num_pending == 0:
+                    return found
+        finally:
+            await sub.unsubscribe()
+
+    async def claim(self, key: str, revision: int) -> bool:
+        """Take a due timer; only one worker wins."""
+        kv = await self._bucket()
+        try:
+            await kv.delete(key, last=revision)
+        except (KeyWrongLastSequenceError, BadRequestError, KeyNotFoundError):
+            return False
+        return True

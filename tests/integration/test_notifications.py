@@ -25,70 +25,7 @@ from sims.model import Incident
 from sims.routing import recipients_for
 from tests.support import twilio_server as tw
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
-from tests.support.smtp_server import SmtpServer
-from tests.support.twilio_server import TwilioServer
-
-RAISE = {"actor": "duty-officer", "type": "stabbing", "level": "1", "occurred_at": "2026-11-30T21:40:00Z",
-         "ward": "Peckham", "location": "Rye Lane, near the station", "outline": "A young man was stabbed",
-         "restricted": "Victim: Jordan Smith, 17, of 12 Acacia Road"}
-SECRET_WORDS = ("Jordan", "Smith", "Acacia")
-
-
-class Stack:
-    def __init__(self, rt: Runtime, twilio: TwilioServer, smtp: SmtpServer, http_url: str) -> None:
-        self.rt, self.twilio, self.smtp, self.http_url = rt, twilio, smtp, http_url
-
-    async def raise_incident(self, **overrides: Any) -> dict[str, Any]:
-        result = await submit(self.rt.nc, self.rt.js, self.rt.kv, RaiseIncident.model_validate({**RAISE, **overrides}))
-        assert result["ok"], result
-        return result
-
-    async def wait_for(self, condition: Callable[[], Any], timeout: float = 15.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            value = condition()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("condition not met in time")
-
-    async def deliveries(self, incident_id: str) -> list[dict[str, Any]]:
-        return await self.rt.notifications.deliveries(incident_id)
-
-    async def settled(self, incident_id: str, count: int) -> list[dict[str, Any]]:
-        async def done() -> bool:
-            found = await self.deliveries(incident_id)
-            return len(found) >= count and all(d["status"] not in ("pending", "retrying") for d in found)
-        await self.wait_for(done)
-        return await self.deliveries(incident_id)
-
-
-@pytest.fixture
-async def stack(nats_server: NatsServer, twilio_server: TwilioServer, smtp_server: SmtpServer,  # noqa: F811
-                tmp_path: Path) -> AsyncIterator[Stack]:
-    port = free_port()
-    settings = Settings(
-        data_dir=tmp_path / "data", public_base_url=f"http://127.0.0.1:{port}",
-        twilio_account_sid=twilio_server.account_sid, twilio_auth_token=twilio_server.auth_token,
-        twilio_from="+447700900999", twilio_api_base=twilio_server.base_url,
-        smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_tls="none", smtp_from="sims@example.org")
-    rt = await connect_runtime(settings, nats_server.url, "test")
-    rt.notifications.retry_base = 0.05
-    broker = build_broker(rt, nats_server.url)
-    await broker.start()
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    yield Stack(rt, twilio_server, smtp_server, f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    await task
-    await broker.stop()
-    await rt.close()
-
+from tests.support.stack import RAISE, SECRET_WORDS, Stack, stack  # noqa: F401
 
 def expected(rt: Runtime, **overrides: Any) -> dict[str, tuple[str, str]]:
     data = {**RAISE, **overrides}
