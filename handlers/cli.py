@@ -40,6 +40,9 @@ contacts_app = typer.Typer(help="The contacts directory.", no_args_is_help=True)
 app.add_typer(contacts_app, name="contacts")
 templates_app = typer.Typer(help="Message templates.", no_args_is_help=True)
 app.add_typer(templates_app, name="templates")
+fund_app = typer.Typer(help="The Critical Incident Fund claim (up to GBP 5,000 from the London VRU).",
+                       no_args_is_help=True)
+app.add_typer(fund_app, name="fund")
 briefing_app = typer.Typer(help="The elected members' briefing: show, edit, approve (and send).", no_args_is_help=True)
 app.add_typer(briefing_app, name="briefing")
 T = TypeVar("T")
@@ -270,6 +273,96 @@ def send_update(incident: str, text: str = typer.Option(..., help="Shareable tex
                 actor: str = typer.Option(os.environ.get("USER", "duty-officer"))) -> None:
     """Send an update to everyone who was told about the incident."""
     _run_command(SendUpdate(incident=incident, text=text, actor=actor))
+
+
+def _fund(data: dict[str, Any]) -> None:
+    from sims.fund import FUND_COMMAND_ADAPTER
+
+    try:
+        command = FUND_COMMAND_ADAPTER.validate_python({k: v for k, v in data.items() if v not in (None, [], ())})
+    except Exception as exc:  # pydantic names each field
+        _fail(f"Invalid: {exc}", code=2)
+        return
+    result = _run_command(command)  # type: ignore[arg-type]
+    if result.get("ok") and result.get("detail"):
+        d = result["detail"]
+        typer.echo(f"Claim is {d['claim_state']} (version {d['claim_version']}): requested GBP {d['requested']}, "
+                   f"approved {d['approved'] or '-'}, spent GBP {d['spent']}")
+
+
+ACTOR = typer.Option(os.environ.get("USER", "duty-officer"), help="Who acts (the VRU contact's id to approve)")
+
+
+@fund_app.command("edit")
+def fund_edit(incident: str, purpose: Optional[str] = None, activity: Optional[str] = None,
+              beneficiaries: Optional[str] = None, start: Optional[str] = typer.Option(None, help="YYYY-MM-DD"),
+              end: Optional[str] = typer.Option(None, help="YYYY-MM-DD"),
+              line: list[str] = typer.Option([], help="'Description=1250.50' (repeatable; replaces all lines)"),
+              actor: str = ACTOR) -> None:
+    """Draft or change the claim (amounts in pounds and pence)."""
+    lines = []
+    for spec in line:
+        if "=" not in spec:
+            _fail(f"--line {spec!r}: write 'Description=amount'", code=2)
+        description, amount = spec.rsplit("=", 1)
+        lines.append({"description": description.strip(), "amount": amount.strip()})
+    _fund({"kind": "fund_edit", "incident_id": incident, "actor": actor, "purpose": purpose,
+           "planned_activity": activity, "beneficiaries": beneficiaries, "start_date": start, "end_date": end,
+           "lines": lines or None})
+
+
+@fund_app.command("submit")
+def fund_submit(incident: str, actor: str = ACTOR) -> None:
+    """Submit the claim to the VRU (their contact gets a link to approve or decline)."""
+    _fund({"kind": "fund_submit", "incident_id": incident, "actor": actor})
+
+
+@fund_app.command("approve")
+def fund_approve(incident: str, amount: str = typer.Option(...), actor: str = ACTOR) -> None:
+    """Approve (VRU only)."""
+    _fund({"kind": "fund_approve", "incident_id": incident, "actor": actor, "amount": amount, "actor_role": "-"})
+
+
+@fund_app.command("decline")
+def fund_decline(incident: str, reason: str = typer.Option(...), actor: str = ACTOR) -> None:
+    """Decline with a reason (VRU only)."""
+    _fund({"kind": "fund_decline", "incident_id": incident, "actor": actor, "reason": reason, "actor_role": "-"})
+
+
+@fund_app.command("spend")
+def fund_spend(incident: str, amount: str = typer.Option(...), on: str = typer.Option(..., help="YYYY-MM-DD"),
+               description: str = typer.Option(...), supplier: Optional[str] = None, actor: str = ACTOR) -> None:
+    """Record money spent."""
+    _fund({"kind": "fund_record_spend", "incident_id": incident, "actor": actor, "amount": amount, "date": on,
+           "description": description, "supplier": supplier})
+
+
+@fund_app.command("evaluate")
+def fund_evaluate(incident: str, text: str = typer.Option(...), outcome: list[str] = typer.Option([]),
+                  actor: str = ACTOR) -> None:
+    """Submit the evaluation of what the money achieved."""
+    _fund({"kind": "fund_submit_evaluation", "incident_id": incident, "actor": actor, "text": text,
+           "outcomes": outcome})
+
+
+@fund_app.command("close")
+def fund_close(incident: str, actor: str = ACTOR) -> None:
+    """Close the claim."""
+    _fund({"kind": "fund_close", "incident_id": incident, "actor": actor})
+
+
+@fund_app.command("export")
+def fund_export(incident: str) -> None:
+    """The claim summary, for the VRU."""
+    from sims.fund import summary
+
+    async def go(rt: Runtime) -> Any:
+        return await rt.incidents.fund.claim(await rt.incidents.resolve(incident))
+
+    claim = _with_runtime(go)
+    if claim is None:
+        _fail(f"No fund claim for {incident} yet: start one with `sims fund edit`.")
+    typer.echo(summary(claim), nl=False)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from twilio.request_validator import RequestValidator
 
@@ -17,7 +18,7 @@ from sims.adapters.jetstream import STATUS_SUBJECT
 from sims.model import IncidentType, Level
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime
-from sims.errors import SimsError
+from sims.errors import IncidentNotFound, SimsError
 from sims.messages import (
     MAX_COMMAND_BYTES,
     ApproveBriefing,
@@ -109,6 +110,12 @@ def create_app(rt: Runtime) -> FastAPI:
         response: Response = await call_next(request)
         return response
 
+    @app.exception_handler(PydanticValidationError)
+    async def invalid(_: Request, exc: PydanticValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"ok": False, "error": {"error": "invalid", "message": "; ".join(problems),
+                                                    "problems": problems}}, status_code=422)
+
     @app.exception_handler(SimsError)
     async def sims_error(_: Request, exc: SimsError) -> JSONResponse:
         return JSONResponse({"ok": False, "error": exc.to_dict()}, status_code=STATUS.get(exc.code, 400))
@@ -167,6 +174,24 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.post("/api/incidents/{key}/messages", summary="Send an update to everyone told about the incident")
     async def send_update(key: str, body: MessageBody) -> JSONResponse:
         return _answer(await run(SendUpdate(incident=key, text=body.text, actor=body.actor, **_ids(body))))
+
+    @app.get("/api/incidents/{key}/fund", summary="The Critical Incident Fund claim")
+    async def get_fund(key: str) -> dict[str, Any]:
+        from sims.fund import summary
+
+        claim = await rt.incidents.fund.claim(await rt.incidents.resolve(key))
+        if claim is None:
+            raise IncidentNotFound(f"{key} (no fund claim yet)")
+        return {**claim.model_dump(mode="json"), "summary": summary(claim)}
+
+    @app.post("/api/incidents/{key}/fund", summary="Act on the fund claim (fund_edit, fund_submit, ...)")
+    async def act_on_fund(key: str, body: dict[str, Any]) -> JSONResponse:
+        from sims.fund import FUND_COMMAND_ADAPTER
+
+        command = FUND_COMMAND_ADAPTER.validate_python({**body, "incident_id": key, "actor_role": "-"}
+                                                       if body.get("kind") in ("fund_approve", "fund_decline")
+                                                       else {**body, "incident_id": key})
+        return _answer(await run(command))  # type: ignore[arg-type]
 
     @app.get("/api/incidents/{key}/deliveries", summary="Every message sent about the incident, with its status")
     async def deliveries(key: str) -> list[dict[str, Any]]:

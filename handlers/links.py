@@ -15,6 +15,10 @@ from twilio.twiml.messaging_response import MessagingResponse
 from sims import queries
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime
+from pydantic import ValidationError
+
+from sims.fund import FUND_COMMAND_ADAPTER
+from sims.fund import summary as fund_summary
 from sims.links import Binding, LinkRefused
 from sims.messages import Acknowledge, ActOnTask
 from sims.model import TERMINAL_STATES, Incident
@@ -66,10 +70,12 @@ def build_router(rt: Runtime) -> APIRouter:
                 others.append({"name": owner.name, "organisation": owner.organisation, "task": t.title,
                                "status": t.status.value})
         kind = binding.task.removeprefix("msg.") if binding.task.startswith("msg.") else None
+        claim = await rt.incidents.fund.claim(incident.id) if binding.task == "fund.review" else None
         return {"incident": incident, "view": SharedView.of(incident), "person": person, "task": task,
                 "message_kind": kind, "others": others[:12],
                 "acknowledged": bool(kind and f"{kind}:{binding.person}" in incident.acknowledged),
-                "closed": incident.state in TERMINAL_STATES}
+                "closed": incident.state in TERMINAL_STATES, "claim": claim,
+                "claim_summary": fund_summary(claim) if claim else ""}
 
     @router.get("/l/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def show(token: str, done: str | None = None) -> HTMLResponse:
@@ -88,7 +94,16 @@ def build_router(rt: Runtime) -> APIRouter:
             return await refused(token, exc)
         form = await request.form()
         action = str(form.get("action", ""))
-        if binding.task.startswith("msg."):
+        if binding.task == "fund.review" and action in ("approve", "decline"):
+            kind = "fund_approve" if action == "approve" else "fund_decline"
+            try:
+                command = FUND_COMMAND_ADAPTER.validate_python({
+                    "kind": kind, "incident_id": binding.incident_id, "actor": binding.person, "actor_role": "-",
+                    **({"amount": str(form.get("amount", ""))} if action == "approve" else {"reason": str(form.get("reason", ""))})})
+            except ValidationError as exc:
+                return page("link.html", 400, **await context(binding), token=token,
+                            error="; ".join(e["msg"] for e in exc.errors()))
+        elif binding.task.startswith("msg."):
             command: Any = Acknowledge(incident=binding.incident_id, message_kind=binding.task.removeprefix("msg."),
                                        person=binding.person, actor=binding.person, via="link")
         elif action in ACTIONS:
@@ -133,7 +148,7 @@ async def answer_sms(rt: Runtime, sender: str, body: str) -> str:
         return "SIMS: reply ACK to acknowledge, DONE when it is done, or CANT and the reason to hand it to your deputy."
     incidents: list[Incident] = [i for i in await queries.list_incidents(rt) if i.state not in TERMINAL_STATES]
     tasks = [(i, t) for i in incidents for t in i.tasks if t.owner == contact.id and t.is_open]
-    tasks.sort(key=lambda it: (it[0].raised_at, it[1].number), reverse=True)
+    tasks.sort(key=lambda it: (-it[0].raised_at.timestamp(), it[1].due_at))  # newest incident, most urgent task
     if tasks:
         incident, task = tasks[0]
         command: Any = ActOnTask(incident=incident.id, task=task.id, action=action, person=contact.id, actor=contact.id,

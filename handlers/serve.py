@@ -75,7 +75,7 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
             stack.push_async_callback(stop_sweeper)
         if web:
             config = uvicorn.Config(create_app(rt), host=settings.http_host, port=settings.http_port,
-                                    log_level="warning", lifespan="off")
+                                    log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
             server_http = uvicorn.Server(config)
             server_http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             task = asyncio.create_task(server_http.serve())

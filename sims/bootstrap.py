@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 from sims.adapters import jetstream as jsa
 from sims.config import Settings
 from sims.directory import Channel, Directory, load_directory
+from sims.fund_service import FundService
 from sims.notifications import NotificationService, RateLimiter
 from sims.protocol_config import ProtocolConfig, load_protocol
 from sims.rendering import Renderer
@@ -96,7 +97,8 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
     store, audit, kv = jsa.NatsEventStore(js), jsa.NatsAuditLog(js), jsa.NatsKV(js)
     clock = SystemClock()
     directory = load_directory(settings.contacts_dir, protocol)
-    incidents = IncidentService(store=store, audit=audit, kv=kv, protocol=protocol, clock=clock, directory=directory)
+    incidents = IncidentService(store=store, audit=audit, kv=kv, protocol=protocol, clock=clock, directory=directory,
+                                fund=FundService(kv=kv, audit=audit, clock=clock, directory=directory))
     senders = build_senders(settings)
     ring = keyring(settings)
     kid = next(iter(ring))
@@ -107,5 +109,6 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
         renderer=Renderer(settings.templates_dir, settings.protective_marking), queue=jsa.NatsWorkQueue(js),
         kv=kv, audit=audit, clock=clock, senders=senders, link_secret=(kid, ring[kid]),  # type: ignore[arg-type]
         base_url=settings.base_url, keyring=ring, timers=jsa.NatsTimers(js), link_ttl=timedelta(hours=settings.link_ttl_hours), limiters=limiters)
+    incidents.on_fund_submitted = notifications.fund_submitted
     return Runtime(settings=settings, protocol=protocol, nc=nc, js=js, store=store, audit=audit, kv=kv,
                    incidents=incidents, directory=directory, notifications=notifications)

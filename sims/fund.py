@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError, model_validator
 
 from sims.errors import TransitionNotAllowed, ValidationFailed
-from sims.messages import new_id
+from sims.ids import new_id
 from sims.model import Frozen, UtcDateTime
 
 MAX_PER_INCIDENT = Decimal("5000.00")

@@ -6,13 +6,13 @@ JetStream. A command's `command_id` is its idempotency key.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from sims.ids import new_id
 from sims.model import (
     IncidentType,
     Level,
@@ -25,10 +25,6 @@ from sims.model import (
 )
 
 MAX_COMMAND_BYTES = 64 * 1024
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
 
 
 class Trigger(StrEnum):
@@ -172,8 +168,22 @@ class EscalateTask(_Command):
     expected_version: int | None = Field(default=None, ge=0)
 
 
+from sims.fund import (  # noqa: E402 - the fund's commands travel the same command stream
+    ApproveClaim,
+    CloseClaim,
+    DeclineClaim,
+    EditClaim,
+    RecordSpend,
+    SubmitClaim,
+    SubmitEvaluation,
+    WithdrawClaim,
+)
+
+FUND_COMMANDS = (EditClaim, SubmitClaim, ApproveClaim, DeclineClaim, RecordSpend, SubmitEvaluation, CloseClaim,
+                 WithdrawClaim)
 Command = Annotated[Union[RaiseIncident, UpdateIncident, Transition, DraftBriefing, ApproveBriefing, SendUpdate,
-                          ActOnTask, Acknowledge, EscalateTask],
+                          ActOnTask, Acknowledge, EscalateTask, EditClaim, SubmitClaim, ApproveClaim, DeclineClaim,
+                          RecordSpend, SubmitEvaluation, CloseClaim, WithdrawClaim],
                     Field(discriminator="kind")]
 COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
 

@@ -188,6 +188,20 @@ class NotificationService:
                                     detail={"keys": [d.key for d in deliveries]})
         return deliveries
 
+    async def fund_submitted(self, incident: Incident, claim: Any) -> list[Delivery]:
+        """Send the VRU contact(s) a link to review the submitted claim."""
+        deliveries = []
+        for person in self.directory.by_role("vru_lead"):
+            delivery = await self._prepare(
+                incident, Kind.TASK, person, person.channels[0],
+                TaskExtra(title="Critical Incident Fund claim to approve or decline",
+                          due_at=self.clock.now() + timedelta(days=5)),
+                (), f"fund{claim.version}", task="fund.review")
+            await self.queue.enqueue(delivery)
+            deliveries.append(delivery)
+        await self._mark_told(incident.id, [(d.contact_id, d.key) for d in deliveries])
+        return deliveries
+
     async def fire_due_timers(self) -> int:
         """Escalate tasks whose timers are due; each timer fires once across all workers."""
         fired = 0

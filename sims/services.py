@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from sims import protocol, tasks
 from sims.errors import Conflict, IncidentNotFound, SimsError, ValidationFailed
 from sims.messages import (
+    FUND_COMMANDS,
     Acknowledge,
     ActOnTask,
     ApproveBriefing,
@@ -54,6 +55,7 @@ class Result(BaseModel):
     state: str | None = None
     error: dict[str, Any] | None = None
     dead_letter: bool = False
+    detail: dict[str, Any] | None = None
 
 
 def incident_id_for(command_id: str) -> str:
@@ -78,6 +80,8 @@ class IncidentService:
     protocol: ProtocolConfig
     clock: Clock
     directory: Any = None  # sims.directory.Directory: task owners and deputies
+    fund: Any = None  # sims.fund_service.FundService
+    on_fund_submitted: Any = None  # async (incident, claim) -> None: tell the VRU
     _cache: OrderedDict[str, tuple[Incident, int]] = field(default_factory=OrderedDict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -143,6 +147,8 @@ class IncidentService:
         if previous is not None:
             return Result.model_validate(previous)
         log_ = log.bind(command_id=command.command_id, kind=command.kind)
+        if isinstance(command, FUND_COMMANDS):
+            return await self._fund(command, log_)
         try:
             incident, events = await self._apply(command)
         except SimsError as exc:
@@ -166,9 +172,34 @@ class IncidentService:
         log_.info("command.applied", incident_id=incident.id, state=incident.state.value)
         return result
 
+    async def _fund(self, command: Any, log_: Any) -> Result:
+        """A Critical Incident Fund command: the claim is its own small document beside the incident."""
+        try:
+            incident_id = await self.resolve(command.incident_id)
+            incident, _ = await self._current(incident_id)
+            claim = await self.fund.apply(command.model_copy(update={"incident_id": incident.id}),
+                                          incident.occurred_at.date())
+            result = Result(ok=True, command_id=command.command_id, kind=command.kind, incident_id=incident.id,
+                            reference=incident.reference, version=incident.version, state=incident.state.value,
+                            detail={"claim_state": claim.state.value, "claim_version": claim.version,
+                                    "requested": str(claim.requested_total), "spent": str(claim.spent_total),
+                                    "approved": None if claim.approved_amount is None else str(claim.approved_amount)})
+            if claim.state.value == "submitted" and self.on_fund_submitted is not None:
+                await self.on_fund_submitted(incident, claim)
+        except SimsError as exc:
+            known = await self._known(command.incident_id)
+            result = Result(ok=False, command_id=command.command_id, kind=command.kind, error=exc.to_dict(),
+                            incident_id=known.id if known else None, reference=known.reference if known else None)
+            await self.audit.append(chain=known.id if known else SYSTEM_CHAIN, actor=command.actor,
+                                    incident_id=known.id if known else None, action=f"command.{command.kind}",
+                                    outcome=f"refused: {exc.code}", detail={"reason": str(exc)})
+            log_.info("command.refused", error=exc.code, reason=str(exc))
+        await self.kv.put("sims_results", command.command_id, result.model_dump(mode="json"))
+        return result
+
     async def _record(self, command: Command, incident: Incident, events: list[Event]) -> None:
         await self.audit.append(chain=incident.id, actor=command.actor, incident_id=incident.id,
-                                action=f"command.{command.kind}", outcome="accepted",
+                                action=f"command.{command.kind}", outcome="accepted" if events else "no change",
                                 detail={"command": _redacted(command), "version": incident.version})
         for event in events:
             if event.type is EventType.BRIEFING_DRAFTED:  # each version of the briefing, word for word

@@ -80,7 +80,7 @@ async def start_stack(nats_server: NatsServer, twilio_server: TwilioServer, smtp
     broker = build_broker(rt, nats_server.url)
     await broker.start()
     server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
+                                           lifespan="off", timeout_graceful_shutdown=3))
     task = asyncio.create_task(server.serve())
     sweeper = asyncio.create_task(sweep_forever(rt, every=0.2)) if sweep else None
     while not server.started:
