@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,10 +10,6 @@ import pytest
 from sims.adapters.nats_server import NatsServer
 from sims.bootstrap import Runtime, connect_runtime
 from sims.config import Settings
-
-# FastStream's supervisor restarts a failed consume task; at the end of a test's event loop it can keep
-# re-spawning one that is being cancelled, so the loop never closes. Tests stop brokers explicitly.
-os.environ.setdefault("FASTSTREAM_SUPERVISOR_DISABLED", "1")
 
 
 @pytest.fixture

@@ -49,6 +49,28 @@ def test_sims_up_serves_all_three_parts_stops_cleanly_and_keeps_its_data(tmp_pat
            "SIMS_HTTP_PORT": str(port), "SIMS_LOG_JSON": "false"}
     env.pop("SIMS_NATS_URL", None)
     proc, banner = start(env)
+    try:
+        first_run(env, proc, banner, tmp_path, port)
+    finally:
+        if proc.poll() is None:  # a failed check: still stop it cleanly, with its nats-server
+            proc.terminate()
+            proc.communicate(timeout=30)
+    assert not (tmp_path / "data" / "nats.url").exists()
+    assert subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True).returncode == 1
+    refused = cli(env, "status")
+    assert refused.returncode == 1 and "sims up" in refused.stderr
+
+    proc, _ = start(env)  # second run: same data
+    try:
+        status = cli(env, "status", "SWK-2026-0001")
+        assert status.returncode == 0 and "Shots fired, no injuries" in status.stdout
+        verify = cli(env, "audit", "verify")
+        assert verify.returncode == 0 and verify.stdout.startswith("OK: ")
+    finally:
+        stop(proc)
+
+
+def first_run(env: dict[str, str], proc: subprocess.Popen[str], banner: list[str], tmp_path: Path, port: int) -> None:
     text = "".join(banner)
     assert "NATS (embedded, JetStream, sync always)" in text and f"http://127.0.0.1:{port}" in text
     url = (tmp_path / "data" / "nats.url").read_text()
@@ -63,17 +85,4 @@ def test_sims_up_serves_all_three_parts_stops_cleanly_and_keeps_its_data(tmp_pat
     assert [i["reference"] for i in listed] == ["SWK-2026-0001"]
     out = stop(proc)
     assert "Stopped." in out
-    assert not (tmp_path / "data" / "nats.url").exists()
-    assert subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True).returncode == 1
-    refused = cli(env, "status")
-    assert refused.returncode == 1 and "sims up" in refused.stderr
-
-    proc, _ = start(env)  # second run: same data
-    try:
-        status = cli(env, "status", "SWK-2026-0001")
-        assert status.returncode == 0 and "Shots fired, no injuries" in status.stdout
-        verify = cli(env, "audit", "verify")
-        assert verify.returncode == 0 and verify.stdout.startswith("OK: ")
-        assert url.startswith("nats://127.0.0.1:")
-    finally:
-        stop(proc)
+    assert url.startswith("nats://127.0.0.1:")
