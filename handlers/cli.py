@@ -233,6 +233,11 @@ def status(incident: Optional[str] = typer.Argument(None, help="Incident id or r
     typer.echo("Timeline:")
     for entry in timeline:
         typer.echo(f"  {entry['at'][:19]}Z  {entry['actor']:14} {entry['summary']}")
+    if found.tasks:
+        typer.echo("Tasks:")
+        for t in found.tasks:
+            typer.echo(f"  {t.number:2}. [{t.status.value:12}] {t.title} - {t.owner or '(nobody holds ' + t.owner_role + ')'}, "
+                       f"due {t.due_at:%Y-%m-%d %H:%M}Z ({t.kind})")
     typer.echo(f"Messages ({len(deliveries)}):")
     for d in deliveries:
         error = f"  ({d['error']})" if d.get("error") else ""
@@ -386,6 +391,24 @@ def dead_letters(limit: int = 50) -> None:
         typer.echo("No dead letters.")
     for item in items:
         typer.echo(f"{item['subject']}: {item['reason'].get('message')}  payload: {item['payload'][:120]}")
+
+
+@app.command()
+def task(
+    incident: str = typer.Argument(..., help="Incident id or reference"),
+    task_id: str = typer.Argument(..., help="The task's id, e.g. reassurance_patrols (see `sims status`)"),
+    action: str = typer.Argument(..., help="acknowledge, done, decline or waive"),
+    note: str = typer.Option("", help="What was done (evidence)"),
+    reason: str = typer.Option("", help="Why it is declined or waived"),
+    actor: str = typer.Option(os.environ.get("USER", "duty-officer")),
+) -> None:
+    """Act on a task as the duty officer (waive needs a reason)."""
+    from sims.messages import ActOnTask
+
+    if action not in ("acknowledge", "done", "decline", "waive"):
+        _fail("action must be acknowledge, done, decline or waive", code=2)
+    _run_command(ActOnTask(incident=incident, task=task_id, action=action, note=note, reason=reason,  # type: ignore[arg-type]
+                           actor=actor, via="cli"))
 
 
 @app.command()
