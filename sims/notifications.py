@@ -121,6 +121,12 @@ class NotificationService:
             people = [(c, c.channels[0]) for c in (self.directory.get(i) for i in told) if c is not None]
         deliveries = [await self._prepare(incident, kind, contact, channel, extra, (), revision)
                       for contact, channel in people]
+        if kind in (Kind.HOLDING, Kind.BRIEFING) and self.timers is not None:
+            due = self.clock.now() + self.protocol.follow_up
+            for d in deliveries:
+                await self.timers.set(f"f.{incident.id}.{kind.value}.{revision}.{d.contact_id}", due, {
+                    "type": "follow_up", "incident": incident.id, "kind": kind.value, "revision": revision,
+                    "person": d.contact_id, "channel": d.channel.value})
         for delivery in deliveries:
             await self.queue.enqueue(delivery)
         await self._mark_told(incident.id, [(d.contact_id, d.key) for d in deliveries])
@@ -208,6 +214,10 @@ class NotificationService:
         for key, payload, revision in await self.timers.due(self.clock.now()):
             if not await self.timers.claim(key, revision):
                 continue
+            if payload.get("type") == "follow_up":
+                await self.follow_up(payload)
+                fired += 1
+                continue
             result = await self.incidents.handle(EscalateTask(
                 command_id=f"esc-{payload['incident']}-{payload['task']}-{payload['level']}", actor="sims",
                 incident=payload["incident"], task=payload["task"], level=int(payload["level"])))
@@ -216,6 +226,25 @@ class NotificationService:
                                     detail={"timer": key})
             fired += 1
         return fired
+
+    async def follow_up(self, timer: dict[str, Any]) -> Delivery | None:
+        """Send an unacknowledged notice again on the person's next channel; nothing if they acknowledged."""
+        incident, _seq, events = await self.incidents.load(timer["incident"])
+        person = self.directory.get(timer["person"])
+        kind = Kind(timer["kind"])
+        if (person is None or f"{kind.value}:{person.id}" in incident.acknowledged
+                or incident.state.value in ("closed", "stood_down")):
+            return None
+        others = [c for c in person.channels if c.value != timer["channel"]]
+        if not others:
+            return None
+        cause = _cause(events, kind, int(timer["revision"]))
+        extra = self._extra(kind, cause, incident) if cause else None
+        delivery = await self._prepare(incident, kind, person, others[0], extra, (), f"{timer['revision']}f")
+        await self.queue.enqueue(delivery)
+        await self.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="message.follow_up",
+                                outcome=f"{person.id} by {others[0].value}", detail={"key": delivery.key})
+        return delivery
 
     @staticmethod
     def _extra(kind: Kind, event: Event, incident: Incident) -> Any:

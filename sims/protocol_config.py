@@ -97,6 +97,8 @@ class ProtocolConfig(_Conf):
     roles: dict[RoleName, str] = Field(min_length=1, description="Role name -> what it means.")
     ward_roles: tuple[RoleName, ...] = Field((), description="Roles held per ward (e.g. ward_councillor).")
     member_roles: tuple[RoleName, ...] = Field((), description="Elected members: they get the briefing.")
+    follow_up: Duration = Field(timedelta(minutes=30),
+                                description="Unacknowledged notices and briefings are sent again on the next channel.")
     notify: tuple[NotifyRule, ...] = Field(min_length=1)
     steps: tuple[Step, ...] = ()
 

@@ -25,7 +25,9 @@ from sims.model import Incident
 from sims.routing import recipients_for
 from tests.support import twilio_server as tw
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
+from tests.support.smtp_server import SmtpServer
 from tests.support.stack import RAISE, SECRET_WORDS, Stack, stack  # noqa: F401
+from tests.support.twilio_server import TwilioServer
 
 def expected(rt: Runtime, **overrides: Any) -> dict[str, tuple[str, str]]:
     data = {**RAISE, **overrides}
@@ -214,3 +216,31 @@ async def test_an_update_goes_to_everyone_told(stack: Stack) -> None:
     records = await stack.settled(raised["incident_id"], 2 * len(want))
     assert {r["contact_id"] for r in records if r["kind"] == "update"} == set(want)
     assert any("arrest" in m.body for m in stack.twilio.messages)
+
+
+async def test_unacknowledged_notices_follow_up_on_the_next_channel_and_acknowledged_ones_do_not(
+        nats_server: NatsServer, twilio_server: TwilioServer, smtp_server: SmtpServer, tmp_path: Path) -> None:
+    from sims.messages import Acknowledge
+    from tests.support.stack import protocol_without_steps, start_stack
+
+    protocol = protocol_without_steps(tmp_path)
+    protocol.write_text(protocol.read_text().replace("follow_up: 30m", "follow_up: 2s"))
+    stack, stop = await start_stack(nats_server, twilio_server, smtp_server, tmp_path, protocol=protocol, sweep=True)
+    try:
+        raised = await stack.raise_incident()
+        want = expected(stack.rt)
+        await stack.settled(raised["incident_id"], len(want))
+        acked = "cllr-rhys-ekwueme"
+        assert (await stack.run(Acknowledge(actor=acked, person=acked, incident=raised["incident_id"],
+                                            message_kind="holding", via="link")))["ok"]
+        two_channels = {p for p in want if len(stack.rt.directory.get(p).channels) > 1}
+        assert acked in two_channels
+        records = await stack.settled(raised["incident_id"], len(want) + len(two_channels) - 1)
+        followed = {r["contact_id"]: r["channel"] for r in records if r["key"].endswith(".1f")}
+        assert set(followed) == two_channels - {acked}
+        for person, channel in followed.items():
+            assert channel == stack.rt.directory.get(person).channels[1].value
+        await asyncio.sleep(1.0)
+        assert len(await stack.deliveries(raised["incident_id"])) == len(want) + len(two_channels) - 1
+    finally:
+        await stop()
