@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -242,5 +243,26 @@ async def test_unacknowledged_notices_follow_up_on_the_next_channel_and_acknowle
             assert channel == stack.rt.directory.get(person).channels[1].value
         await asyncio.sleep(1.0)
         assert len(await stack.deliveries(raised["incident_id"])) == len(want) + len(two_channels) - 1
+    finally:
+        await stop()
+
+
+async def test_a_slow_sms_rate_limit_does_not_hold_up_email(
+        nats_server: NatsServer, twilio_server: TwilioServer, smtp_server: SmtpServer, tmp_path: Path) -> None:
+    from tests.support.stack import protocol_without_steps, start_stack
+
+    stack, stop = await start_stack(nats_server, twilio_server, smtp_server, tmp_path,
+                                    protocol=protocol_without_steps(tmp_path), sms_rate=4.0)
+    try:
+        raised = await stack.raise_incident(level="2")
+        want = expected(stack.rt, level="2")
+        records = await stack.settled(raised["incident_id"], len(want))
+        sms = sorted(datetime.fromisoformat(r["accepted_at"]) for r in records if r["channel"] in ("sms", "whatsapp"))
+        email = sorted(datetime.fromisoformat(r["accepted_at"]) for r in records if r["channel"] == "email")
+        assert len(sms) >= 8 and email
+        gaps = [(b - a).total_seconds() for a, b in zip(sms, sms[1:])]
+        assert min(gaps) >= 0.2  # 4 a second, never faster
+        assert (sms[-1] - sms[0]).total_seconds() >= 0.24 * (len(sms) - 1)
+        assert email[-1] < sms[-1]  # the email went while SMS waited its turn
     finally:
         await stop()

@@ -65,10 +65,11 @@ class Stack:
 
 async def start_stack(nats_server: NatsServer, twilio_server: TwilioServer, smtp_server: SmtpServer,
                       tmp_path: Path, protocol: Path | None = None, sweep: bool = False,
-                      port: int | None = None) -> tuple[Stack, Callable[[], Any]]:
+                      port: int | None = None, **overrides: Any) -> tuple[Stack, Callable[[], Any]]:
     """Start worker and web over `nats_server`; returns the stack and an async stop function."""
     port = port or free_port()
-    extra = {"protocol": protocol} if protocol else {}
+    extra: dict[str, Any] = {"protocol": protocol} if protocol else {}
+    extra.update(overrides)
     settings = Settings(
         data_dir=tmp_path / "data", public_base_url=f"http://127.0.0.1:{port}", http_port=port,
         twilio_account_sid=twilio_server.account_sid, twilio_auth_token=twilio_server.auth_token,
