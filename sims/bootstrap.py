@@ -110,5 +110,6 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
         kv=kv, audit=audit, clock=clock, senders=senders, link_secret=(kid, ring[kid]),  # type: ignore[arg-type]
         base_url=settings.base_url, keyring=ring, timers=jsa.NatsTimers(js), link_ttl=timedelta(hours=settings.link_ttl_hours), limiters=limiters)
     incidents.on_fund_submitted = notifications.fund_submitted
+    incidents.on_fund_changed = notifications.fund_deadlines
     return Runtime(settings=settings, protocol=protocol, nc=nc, js=js, store=store, audit=audit, kv=kv,
                    incidents=incidents, directory=directory, notifications=notifications)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import structlog
@@ -208,6 +208,40 @@ class NotificationService:
         await self._mark_told(incident.id, [(d.contact_id, d.key) for d in deliveries])
         return deliveries
 
+    async def fund_deadlines(self, incident: Incident, claim: Any) -> None:
+        """A timer per open deadline of the claim (submit, evaluation); they escalate like tasks."""
+        from sims import fund
+
+        if self.timers is None:
+            return
+        for deadline in fund.deadlines(claim):
+            due = datetime.combine(deadline.due, datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=9)
+            await self.timers.set(f"fd.{incident.id}.{deadline.name}", due, {
+                "type": "fund_deadline", "incident": incident.id, "deadline": deadline.name,
+                "due": deadline.due.isoformat()})
+
+    async def fund_deadline_due(self, timer: dict[str, Any]) -> list[Delivery]:
+        """A fund deadline passed: if still owed, tell the duty officers (and the audit trail)."""
+        from sims import fund
+
+        claim = await self.incidents.fund.claim(timer["incident"])
+        if claim is None or timer["deadline"] not in {d.name for d in fund.deadlines(claim)}:
+            return []
+        incident, _seq, _events = await self.incidents.load(timer["incident"])
+        what = "submit the claim" if timer["deadline"] == "submit" else "send the evaluation"
+        deliveries = []
+        for officer in self.directory.by_role("duty_officer"):
+            delivery = await self._prepare(
+                incident, Kind.TASK, officer, officer.channels[0],
+                TaskExtra(title=f"Critical Incident Fund: overdue - {what}",
+                          due_at=datetime.fromisoformat(timer["due"] + "T09:00:00+00:00")),
+                (), f"fund-{timer['deadline']}", task="fund.deadline")
+            await self.queue.enqueue(delivery)
+            deliveries.append(delivery)
+        await self.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="fund.deadline_missed",
+                                outcome=timer["deadline"], detail={"due": timer["due"]})
+        return deliveries
+
     async def fire_due_timers(self) -> int:
         """Escalate tasks whose timers are due; each timer fires once across all workers."""
         fired = 0
@@ -216,6 +250,10 @@ class NotificationService:
                 continue
             if payload.get("type") == "follow_up":
                 await self.follow_up(payload)
+                fired += 1
+                continue
+            if payload.get("type") == "fund_deadline":
+                await self.fund_deadline_due(payload)
                 fired += 1
                 continue
             result = await self.incidents.handle(EscalateTask(

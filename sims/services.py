@@ -82,6 +82,7 @@ class IncidentService:
     directory: Any = None  # sims.directory.Directory: task owners and deputies
     fund: Any = None  # sims.fund_service.FundService
     on_fund_submitted: Any = None  # async (incident, claim) -> None: tell the VRU
+    on_fund_changed: Any = None  # async (incident, claim) -> None: set the claim's deadline timers
     _cache: OrderedDict[str, tuple[Incident, int]] = field(default_factory=OrderedDict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -186,6 +187,8 @@ class IncidentService:
                                     "approved": None if claim.approved_amount is None else str(claim.approved_amount)})
             if claim.state.value == "submitted" and self.on_fund_submitted is not None:
                 await self.on_fund_submitted(incident, claim)
+            if self.on_fund_changed is not None:
+                await self.on_fund_changed(incident, claim)
         except SimsError as exc:
             known = await self._known(command.incident_id)
             result = Result(ok=False, command_id=command.command_id, kind=command.kind, error=exc.to_dict(),

@@ -71,3 +71,37 @@ async def test_a_claim_goes_from_draft_to_closed_with_the_vru_approving_through_
                             ("fund.close", "closed")]
     assert next(r for r in audit if r["action"] == "fund.approve")["actor"] == vru.id
     assert queries.verify_records(audit).ok
+
+
+async def test_fund_deadlines_are_timers_that_escalate_to_the_duty_officers_only_while_owed(stack: Stack) -> None:
+    from datetime import date, datetime, timedelta, timezone
+
+    from sims.fund import EditClaim, SubmitClaim
+
+    raised = await stack.raise_incident()
+    incident_id = raised["incident_id"]
+    edit = EditClaim(actor="duty", incident_id=incident_id, purpose="Reassure young people",
+                     planned_activity="Youth sessions", beneficiaries="About 60 young people",
+                     start_date=date(2026, 12, 5), end_date=date(2027, 1, 30),
+                     lines=({"description": "Sessions", "amount": "1500.00"},))
+    assert (await stack.run(edit))["ok"]
+    due = await stack.rt.notifications.timers.due(datetime(2026, 12, 15, tzinfo=timezone.utc))
+    keys = [key for key, _, _ in due]
+    assert f"fd.{incident_id}.submit" in keys  # 14 days after the incident, 09:00
+    assert not [k for k, _, _ in await stack.rt.notifications.timers.due(datetime(2026, 12, 14, tzinfo=timezone.utc))
+                if k.startswith("fd.")]
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    payload = {"type": "fund_deadline", "incident": incident_id, "deadline": "submit", "due": "2026-12-14"}
+    await stack.rt.notifications.timers.set(f"fd.{incident_id}.submit", past, payload)
+    assert await stack.rt.notifications.fire_due_timers() >= 1
+    officers = {c.id for c in stack.rt.directory.by_role("duty_officer")}
+
+    async def told() -> bool:
+        recs = await stack.deliveries(incident_id)
+        return {r["contact_id"] for r in recs if r["key"].endswith(".fund-submit")} == officers
+    await stack.wait_for(told)
+    assert (await stack.run(SubmitClaim(actor="duty", incident_id=incident_id)))["ok"]
+    await stack.rt.notifications.timers.set(f"fd.{incident_id}.submit", past, payload)
+    await stack.rt.notifications.fire_due_timers()
+    audit = await queries.audit_records(stack.rt, incident_id)
+    assert [r["outcome"] for r in audit if r["action"] == "fund.deadline_missed"] == ["submit"]  # once: then submitted
