@@ -20,12 +20,20 @@ from sims.protocol_config import load_protocol
 log = structlog.get_logger("sims.serve")
 
 
-async def sweep_forever(rt: Runtime, every: float = 1.0) -> None:
-    """Fire due escalation timers; move incidents to active once every first message was handed over."""
+async def sweep_forever(rt: Runtime, every: float = 1.0, stop: asyncio.Event | None = None) -> None:
+    """Fire due escalation timers; move incidents to active once every first message was handed over.
+
+    Stops when `stop` is set (a cancel can be swallowed inside a NATS call, so it is not relied on).
+    """
     from sims.queries import list_incidents
 
-    while True:
-        await asyncio.sleep(every)
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+            return
+        except asyncio.TimeoutError:
+            pass
         try:
             await rt.notifications.fire_due_timers()
             await rt.notifications.sweep(await list_incidents(rt))
@@ -66,11 +74,15 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
             await broker.start()
             stack.push_async_callback(broker.stop)
             echo("Worker: handling commands on sims.cmd.incident; requests on sims.api.command")
-            sweeper = asyncio.create_task(sweep_forever(rt))
+            sweeping = asyncio.Event()
+            sweeper = asyncio.create_task(sweep_forever(rt, stop=sweeping))
 
             async def stop_sweeper() -> None:
-                sweeper.cancel()
-                await asyncio.gather(sweeper, return_exceptions=True)
+                sweeping.set()
+                try:
+                    await asyncio.wait_for(sweeper, 10)
+                except asyncio.TimeoutError:
+                    sweeper.cancel()
 
             stack.push_async_callback(stop_sweeper)
         if web:

@@ -83,14 +83,15 @@ async def start_stack(nats_server: NatsServer, twilio_server: TwilioServer, smtp
     server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="off", timeout_graceful_shutdown=3))
     task = asyncio.create_task(server.serve())
-    sweeper = asyncio.create_task(sweep_forever(rt, every=0.2)) if sweep else None
+    sweeping = asyncio.Event()
+    sweeper = asyncio.create_task(sweep_forever(rt, every=0.2, stop=sweeping)) if sweep else None
     while not server.started:
         await asyncio.sleep(0.02)
 
     async def stop() -> None:
         if sweeper:
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
+            sweeping.set()
+            await asyncio.wait_for(sweeper, 15)
         server.should_exit = True
         await task
         await broker.stop()

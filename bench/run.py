@@ -1,0 +1,256 @@
+"""Run every benchmark once, print one table, write bench/results/latest.json and time_to_notify.png.
+
+    .venv/bin/python -m bench [--quick] [--sizes 10,200,2000] [--skip-apprise] [--skip-workers]
+
+Contenders share one synthetic scenario and one pair of local providers (Twilio-like server, SMTP sink),
+each in its own process; each contender gets its own fresh nats-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, Providers, Scenario, fmt_s, machine
+
+# Runs per size, chosen so the whole default run stays under ~8 minutes on 2 cores.
+FULL = {"inproc": {10: 20, 200: 20, 2000: 3}, "proc1": {10: 3, 200: 5, 2000: 1}, "proc2": {10: 3, 200: 5, 2000: 1},
+        "floor": {10: 20, 200: 20, 2000: 3}, "apprise": {10: 10, 200: 5, 2000: 1}}
+QUICK = {"inproc": {10: 3, 200: 2, 2000: 1}, "proc1": {10: 2, 200: 1, 2000: 1}, "proc2": {10: 2, 200: 1, 2000: 1},
+         "floor": {10: 3, 200: 2, 2000: 1}, "apprise": {10: 2, 200: 1, 2000: 1}}
+TARGET_P99_200_S = 1.0
+TARGET_FLOOR_RATIO = 2.0
+
+
+async def run_all(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], plan: dict[str, dict[int, int]],
+                  modes: list[str], apprise: bool) -> dict[str, Any]:
+    from bench import apprise_bench, floor, notify
+
+    contenders: dict[str, Any] = {}
+    for mode in modes:
+        print(f"{notify.MODE_LABEL[mode]}:", flush=True)
+        contenders[f"sims_{mode}"] = await notify.run_mode(mode, scenario, providers, tmp, sizes, plan[mode])
+    floor.FULL_RUNS = floor.QUICK_RUNS = plan["floor"]
+    contenders["floor"] = await floor.bench_floor(scenario, providers, tmp, sizes, quick=False)
+    if apprise:
+        apprise_bench.FULL_RUNS = apprise_bench.QUICK_RUNS = plan["apprise"]
+        contenders["apprise"] = await apprise_bench.bench_apprise(scenario, providers, sizes, quick=False)
+    return contenders
+
+
+def expected_messages(scenario: Scenario, sizes: list[int], plan: dict[str, dict[int, int]],
+                      ran: list[str]) -> dict[str, int]:
+    """SMS and emails every contender should have had accepted (warm-up at the smallest size included)."""
+    sms = email = 0
+    for key in ran:
+        runs = plan[key.removeprefix("sims_")]
+        for n, count in [(min(sizes), 1), *[(n, runs.get(n, 1)) for n in sizes]]:
+            s, e = scenario.mix(n)
+            sms, email = sms + s * count, email + e * count
+    return {"sms": sms, "email": email}
+
+
+def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> float | None:
+    if not a or not b or not b.get(key):
+        return None
+    return float(a[key]) / float(b[key])
+
+
+def analyse(contenders: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
+    sims = contenders.get("sims_inproc", {}).get("sizes", {})
+    floor = contenders.get("floor", {}).get("sizes", {})
+    apprise = contenders.get("apprise", {}).get("sizes", {})
+    ratios: dict[str, Any] = {}
+    for n in map(str, sizes):
+        ratios[n] = {
+            "sims_over_floor_p50": ratio(sims.get(n), floor.get(n), "p50_s"),
+            "sims_over_floor_p99": ratio(sims.get(n), floor.get(n), "p99_s"),
+            "sims_over_apprise_p50": ratio(sims.get(n), apprise.get(n), "p50_s"),
+            "sims_over_apprise_p99": ratio(sims.get(n), apprise.get(n), "p99_s"),
+            "two_workers_over_one_msgs_per_s": ratio(
+                contenders.get("sims_proc2", {}).get("sizes", {}).get(n),
+                contenders.get("sims_proc1", {}).get("sizes", {}).get(n), "msgs_per_s_p50"),
+        }
+    targets: dict[str, Any] = {}
+    if "200" in sims:
+        p99 = sims["200"]["p99_s"]
+        targets["p99_200_under_1s"] = {"value_s": p99, "target_s": TARGET_P99_200_S, "met": p99 < TARGET_P99_200_S}
+        r = ratios["200"]["sims_over_floor_p99"]
+        if r is not None:
+            targets["within_2x_floor_200_p99"] = {"ratio": r, "target": TARGET_FLOOR_RATIO, "met": r <= TARGET_FLOOR_RATIO}
+        a = ratios["200"]["sims_over_apprise_p99"]
+        if a is not None:
+            targets["ahead_of_apprise_200_p99"] = {"ratio": a, "met": a < 1.0, "well_ahead": a <= 0.5}
+    return {"ratios": ratios, "targets": targets}
+
+
+def table(contenders: dict[str, Any], analysis: dict[str, Any], sizes: list[int]) -> str:
+    rows = [f"{'contender':34} {'N':>5} {'runs':>4} {'p50':>9} {'p99':>9} {'msg/s':>7} {'SIMS/this p50':>13} "
+            f"{'SIMS/this p99':>13}", "-" * 100]
+    sims = contenders.get("sims_inproc", {}).get("sizes", {})
+    for key, c in contenders.items():
+        for n in map(str, sizes):
+            r = c.get("sizes", {}).get(n)
+            if not r:
+                continue
+            rel50 = rel99 = ""
+            if key in ("floor", "apprise") and n in sims:
+                rel50 = f"{sims[n]['p50_s'] / r['p50_s']:.2f}x"
+                rel99 = f"{sims[n]['p99_s'] / r['p99_s']:.2f}x"
+            label = c.get("label", key)[:34]
+            rows.append(f"{label:34} {n:>5} {r['runs']:>4} {fmt_s(r['p50_s']):>9} {fmt_s(r['p99_s']):>9} "
+                        f"{r['msgs_per_s_p50']:>7.0f} {rel50:>13} {rel99:>13}")
+    rows.append("-" * 100)
+    for n in map(str, sizes):
+        two = analysis["ratios"][n]["two_workers_over_one_msgs_per_s"]
+        if two is not None:
+            rows.append(f"2 `sims worker` processes vs 1, N={n}: {two:.2f}x the messages per second")
+    for name, t in analysis["targets"].items():
+        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in t.items()}
+        rows.append(f"target {name}: {'MET' if t['met'] else 'NOT MET'}  {shown}")
+    return "\n".join(rows)
+
+
+def plot(contenders: dict[str, Any], sizes: list[int], path: Path) -> str:
+    """A PNG with matplotlib if it is installed, else a hand-written SVG (path with .svg)."""
+    series = [(c.get("label", k), [c.get("sizes", {}).get(str(n)) for n in sizes]) for k, c in contenders.items()
+              if c.get("sizes")]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return _svg(series, sizes, path.with_suffix(".svg"))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    width = 0.8 / max(1, len(series))
+    for i, (label, points) in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(sizes))]
+        p50 = [p["p50_s"] if p else 0 for p in points]
+        p99 = [p["p99_s"] if p else 0 for p in points]
+        ax.bar(xs, p50, width, label=label)
+        ax.errorbar(xs, p50, yerr=[[0] * len(p50), [max(0.0, b - a) for a, b in zip(p50, p99)]], fmt="none",
+                    ecolor="black", capsize=3, linewidth=1)
+    if 200 in sizes:
+        j = sizes.index(200)
+        ax.hlines(TARGET_P99_200_S, j - 0.45, j + 0.45, colors="red", linestyles="dashed", label="target p99 (200)")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(sizes)), [f"{n:,} recipients" for n in sizes])
+    ax.set_ylabel("time to notify, seconds (bar p50, whisker p99; log scale)")
+    ax.set_title("Raise -> last message accepted by the provider (local Twilio-like server + SMTP sink)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def _svg(series: list[tuple[str, list[Any]]], sizes: list[int], path: Path) -> str:
+    import math
+
+    w, h, left, bottom = 900, 420, 70, 360
+    values = [p["p99_s"] for _, pts in series for p in pts if p]
+    top = math.log10(max(values) * 2) if values else 1
+    low = math.log10(min(values) / 2) if values else -2
+
+    def y(v: float) -> float:
+        return bottom - (math.log10(max(v, 1e-6)) - low) / (top - low) * (bottom - 30)
+
+    colours = ["#4477aa", "#66ccee", "#228833", "#ccbb44", "#ee6677", "#aa3377"]
+    group = (w - left - 20) / max(1, len(sizes))
+    bar = group * 0.8 / max(1, len(series))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">']
+    for j, n in enumerate(sizes):
+        parts.append(f'<text x="{left + group * (j + 0.5):.0f}" y="{bottom + 18}" text-anchor="middle">{n} recipients</text>')
+        for i, (_label, pts) in enumerate(series):
+            p = pts[j]
+            if not p:
+                continue
+            x = left + group * j + group * 0.1 + i * bar
+            parts.append(f'<rect x="{x:.1f}" y="{y(p["p50_s"]):.1f}" width="{bar * 0.9:.1f}" '
+                         f'height="{bottom - y(p["p50_s"]):.1f}" fill="{colours[i % len(colours)]}"/>')
+            parts.append(f'<line x1="{x + bar * 0.45:.1f}" x2="{x + bar * 0.45:.1f}" y1="{y(p["p50_s"]):.1f}" '
+                         f'y2="{y(p["p99_s"]):.1f}" stroke="black"/>')
+    for i, (label, _) in enumerate(series):
+        parts.append(f'<rect x="{left + 10}" y="{12 + i * 14}" width="10" height="10" fill="{colours[i % len(colours)]}"/>'
+                     f'<text x="{left + 25}" y="{21 + i * 14}">{label}</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts))
+    return str(path)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the finally blocks: stop every process this run started
+
+
+def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    from bench.notify import parse_sizes
+    from sims.logs import configure
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a few runs each (about a minute)")
+    parser.add_argument("--sizes", default="10,200,2000")
+    parser.add_argument("--skip-apprise", action="store_true")
+    parser.add_argument("--skip-workers", action="store_true", help="no `sims worker` subprocess modes")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    sizes = parse_sizes(args.sizes)
+    plan = QUICK if args.quick else FULL
+    modes = ["inproc"] if args.skip_workers else ["inproc", "proc1", "proc2"]
+    configure("warning", json=False)
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sims-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        scenario = Scenario(tmp / "scenario", sizes)
+        with Providers() as providers:
+            contenders = asyncio.run(run_all(scenario, providers, tmp, sizes, plan, modes, not args.skip_apprise))
+    analysis = analyse(contenders, sizes)
+    text = table(contenders, analysis, sizes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    picture = plot(contenders, sizes, args.out / "time_to_notify.png")
+    elapsed = time.monotonic() - started
+    expected = expected_messages(scenario, sizes, plan, [k for k, c in contenders.items() if not c.get("skipped")])
+    result = {"machine": {**machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+              "elapsed_s": elapsed, "expected_messages": expected, "sizes": sizes, "runs": plan,
+              "provider_counts": providers.counts, "contenders": contenders, **analysis,
+              "notes": {
+                  "time_to_notify": "SIMS: max(accepted_at) - the raise command's result; floor: last acceptance "
+                                    "- before its first publish; Apprise: last successful call - before the first",
+                  "p99": "nearest rank: with 20 runs or fewer p99 is the slowest run",
+                  "mix": "half the recipients SMS (Ofcom drama numbers), half email (example.org)",
+                  "apprise": contenders.get("apprise", {}).get("how"),
+              }}
+    (args.out / "latest.json").write_text(json.dumps(result, indent=2, default=str))
+    print()
+    print(text)
+    twilio, smtp = providers.counts.get("twilio", {}), providers.counts.get("smtp", {})
+    exact = twilio.get("accepted") == expected["sms"] and smtp.get("accepted") == expected["email"]
+    print(f"providers: Twilio-like accepted {twilio.get('accepted')} of {twilio.get('requests')} requests, SMTP "
+          f"{smtp.get('accepted')} mails over {smtp.get('connections')} connections; expected {expected['sms']} SMS + "
+          f"{expected['email']} emails: {'exact, none lost or doubled' if exact else 'MISMATCH'}")
+    sims = contenders.get("sims_inproc", {}).get("sizes", {})
+    for n in map(str, sizes):
+        if n in sims:
+            r = sims[n]
+            print(f"SIMS in-process N={n} (p50s): raise->result {fmt_s(r['command_p50_s'])}, first message accepted "
+                  f"{fmt_s(r['first_accepted_p50_s'])}, last work item queued {fmt_s(r['last_queued_p50_s'])} "
+                  "after the result")
+    print(f"machine: {result['machine']['cpus']} CPUs, Python {result['machine']['python']}, load average "
+          f"{load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after; took {elapsed:.0f} s")
+    print(f"wrote {args.out / 'latest.json'} and {picture}")
+
+
+if __name__ == "__main__":
+    main()
