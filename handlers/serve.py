@@ -67,7 +67,7 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
         else:
             echo(f"NATS: {url}")
         rt = await connect_runtime(settings, url, "sims-" + ("up" if embedded else "worker" if worker else "web"),
-                                   protocol=protocol)
+                                   protocol=protocol, directory=directory)
         stack.push_async_callback(rt.close)
         if worker:
             broker = build_broker(rt, url)

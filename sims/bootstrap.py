@@ -87,7 +87,7 @@ def build_senders(settings: Settings) -> dict[Channel, object]:
 
 
 async def connect_runtime(settings: Settings, url: str, name: str, protocol: ProtocolConfig | None = None,
-                          setup: bool = True) -> Runtime:
+                          setup: bool = True, directory: Directory | None = None) -> Runtime:
     """Connect to NATS at `url`, create the topology if asked, and wire the services."""
     protocol = protocol or load_protocol(settings.protocol)
     nc = await jsa.connect(url, name)
@@ -96,7 +96,7 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
         await jsa.ensure_topology(js, jsa.replicas_for(nc, settings.replicas))
     store, audit, kv = jsa.NatsEventStore(js), jsa.NatsAuditLog(js), jsa.NatsKV(js)
     clock = SystemClock()
-    directory = load_directory(settings.contacts_dir, protocol)
+    directory = directory or load_directory(settings.contacts_dir, protocol)
     incidents = IncidentService(store=store, audit=audit, kv=kv, protocol=protocol, clock=clock, directory=directory,
                                 fund=FundService(kv=kv, audit=audit, clock=clock, directory=directory))
     senders = build_senders(settings)

@@ -119,16 +119,14 @@ class NotificationService:
         else:
             revision = int(event.data.get("number", 1))
             people = [(c, c.channels[0]) for c in (self.directory.get(i) for i in told) if c is not None]
-        deliveries = [await self._prepare(incident, kind, contact, channel, extra, (), revision)
-                      for contact, channel in people]
+        deliveries = list(await asyncio.gather(*(self._prepare(incident, kind, contact, channel, extra, (), revision)
+                                                 for contact, channel in people)))
         if kind in (Kind.HOLDING, Kind.BRIEFING) and self.timers is not None:
             due = self.clock.now() + self.protocol.follow_up
-            for d in deliveries:
-                await self.timers.set(f"f.{incident.id}.{kind.value}.{revision}.{d.contact_id}", due, {
-                    "type": "follow_up", "incident": incident.id, "kind": kind.value, "revision": revision,
-                    "person": d.contact_id, "channel": d.channel.value})
-        for delivery in deliveries:
-            await self.queue.enqueue(delivery)
+            await asyncio.gather(*(self.timers.set(f"f.{incident.id}.{kind.value}.{revision}.{d.contact_id}", due, {
+                "type": "follow_up", "incident": incident.id, "kind": kind.value, "revision": revision,
+                "person": d.contact_id, "channel": d.channel.value}) for d in deliveries))
+        await asyncio.gather(*(self.queue.enqueue(d) for d in deliveries))  # in flight together: first sends start sooner
         await self._mark_told(incident.id, [(d.contact_id, d.key) for d in deliveries])
         await self.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="notify.planned",
                                 outcome=f"{len(deliveries)} {kind.value} message(s) queued",
@@ -386,7 +384,7 @@ class NotificationService:
                     "updated_at": now.isoformat(), "error": None}
 
         await self.kv.update(BUCKET, f"d.{delivery.key}", merge)
-        await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
+        await self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims", incident_id=delivery.incident_id,
                                 action="message.accepted", outcome=accepted.provider,
                                 detail={"key": delivery.key, "provider_id": accepted.provider_id, "attempt": attempt})
         log.debug("message.accepted", key=delivery.key, provider=accepted.provider)
@@ -405,7 +403,7 @@ class NotificationService:
         await self.kv.put(BUCKET, f"d.{delivery.key}", {
             **self._record(delivery, record), "status": status.value, "provider": failure.provider,
             "attempts": attempt, "error": f"{failure.code}: {failure.message}", "updated_at": now})
-        await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
+        await self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims", incident_id=delivery.incident_id,
                                 action="message.failed" if final else "message.retrying",
                                 outcome=f"{failure.provider} {failure.code}",
                                 detail={"key": delivery.key, "attempt": attempt, "transient": failure.transient,
@@ -420,7 +418,7 @@ class NotificationService:
         """Queue the same message on the person's next channel, else to their deputy; audit either way."""
         nxt = fallback(delivery, self.directory)
         if nxt is None:
-            await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
+            await self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims", incident_id=delivery.incident_id,
                                     action="message.unreachable", outcome="no channel or deputy left",
                                     detail={"key": delivery.key, "tried": list(delivery.tried)})
             return None
@@ -438,7 +436,7 @@ class NotificationService:
                                           task=delivery.task)
         await self.queue.enqueue(replacement)
         await self._mark_told(incident.id, [(contact.id, replacement.key)])
-        await self.audit.append(chain=delivery.incident_id, actor="sims", incident_id=delivery.incident_id,
+        await self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims", incident_id=delivery.incident_id,
                                 action="message.fallback", outcome=f"{contact.id} by {channel.value}",
                                 detail={"from": delivery.key, "to": replacement.key})
         return replacement
@@ -465,7 +463,7 @@ class NotificationService:
 
         record = await self.kv.update(BUCKET, f"d.{key}", merge)
         current, new = seen["current"], Status(record["status"])
-        await self.audit.append(chain=record["incident_id"], actor="twilio", incident_id=record["incident_id"],
+        await self.audit.append(chain=f"{record['incident_id']}.{record['contact_id']}", actor="twilio", incident_id=record["incident_id"],
                                 action="message.status", outcome=f"{reported} -> {new.value}",
                                 detail={"key": key, "provider_id": provider_id, "error_code": error_code})
         if new is not current and new in (Status.UNDELIVERED, Status.FAILED):

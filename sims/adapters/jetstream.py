@@ -215,9 +215,16 @@ class NatsAuditLog:
         raise RuntimeError(f"audit chain {chain} too contended to append")
 
     async def records(self, chain: str | None = None) -> AsyncIterator[dict[str, Any]]:
-        subject = audit_subject(chain) if chain else "sims.audit.>"
-        async for msg in read_subject(self.js, AUDIT, subject):
-            yield json.loads(msg.data)
+        """Every record (or an incident's: its own chain and its recipients' chains), in stored order."""
+        if chain is None:
+            async for msg in read_subject(self.js, AUDIT, "sims.audit.>"):
+                yield json.loads(msg.data)
+            return
+        found = [(m.metadata.sequence.stream, m.data) async for m in read_subject(self.js, AUDIT, audit_subject(chain))]
+        found += [(m.metadata.sequence.stream, m.data)
+                  async for m in read_subject(self.js, AUDIT, audit_subject(chain) + ".>")]
+        for _seq, data in sorted(found, key=lambda item: item[0]):
+            yield json.loads(data)
 
 
 class NatsKV:
