@@ -513,6 +513,34 @@ def audit_verify(file: Optional[Path] = typer.Argument(None, help="An exported f
         _fail(verdict.describe(), code=3)
 
 
+users_app = typer.Typer(help="Staff who sign in to the web console (/console).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(username: str, role: str = typer.Option(..., help="duty_officer, viewer or admin"),
+              replace: bool = typer.Option(False, help="Reset an existing user's password and role")) -> None:
+    """Add a console user; the password is prompted for (or read from SIMS_USER_PASSWORD)."""
+    from handlers.auth import UserExists, UserStore
+
+    password = os.environ.get("SIMS_USER_PASSWORD") or typer.prompt("Password", hide_input=True,
+                                                                    confirmation_prompt=True)
+
+    async def go(rt: Runtime) -> None:
+        from sims.adapters.jetstream import replicas_for
+
+        await UserStore(rt.js, replicas_for(rt.nc, rt.settings.replicas)).add(
+            username, role, password, by=f"cli:{os.environ.get('USER', '-')}", replace=replace)
+        await rt.audit.append(chain="system", actor=f"cli:{os.environ.get('USER', '-')}", incident_id=None,
+                              action="user.added", outcome=role, detail={"username": username, "replace": replace})
+
+    try:
+        _with_runtime(go)
+    except (ValueError, UserExists) as exc:
+        _fail(str(exc), code=2)
+    typer.secho(f"User {username} ({role}) can now sign in at /console", fg=typer.colors.GREEN)
+
+
 @app.command()
 def docs() -> None:
     """Write the OpenAPI and AsyncAPI documents to docs/."""

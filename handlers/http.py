@@ -98,6 +98,9 @@ def create_app(rt: Runtime) -> FastAPI:
     from handlers.links import build_router
 
     app.include_router(build_router(rt))
+    from handlers.console import install as install_console
+
+    install_console(app, rt)  # the duty officer's web console (/console), signed-in staff only
     app.mount("/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static")
 
     @app.middleware("http")
