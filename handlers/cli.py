@@ -57,7 +57,7 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _with_runtime(fn: Callable[[Runtime], Awaitable[T]]) -> T:
+def _with_runtime(fn: Callable[[Runtime], Awaitable[T]], setup: bool = False) -> T:
     settings = _settings()
     configure("warning", json=False)
     url = settings.resolved_nats_url()
@@ -66,7 +66,7 @@ def _with_runtime(fn: Callable[[Runtime], Awaitable[T]]) -> T:
 
     async def go() -> T:
         try:
-            rt = await asyncio.wait_for(connect_runtime(settings, str(url), "sims-cli", setup=False), 10)
+            rt = await asyncio.wait_for(connect_runtime(settings, str(url), "sims-cli", setup=setup), 10)
         except Exception as exc:  # noqa: BLE001 - any connection failure gets the same advice
             _fail(f"Cannot reach NATS at {url}: {exc}. Is `sims up` running?")
             raise
@@ -535,7 +535,7 @@ def users_add(username: str, role: str = typer.Option(..., help="duty_officer, v
                               action="user.added", outcome=role, detail={"username": username, "replace": replace})
 
     try:
-        _with_runtime(go)
+        _with_runtime(go, setup=True)  # works on a NATS that SIMS has not used yet
     except (ValueError, UserExists) as exc:
         _fail(str(exc), code=2)
     typer.secho(f"User {username} ({role}) can now sign in at /console", fg=typer.colors.GREEN)
