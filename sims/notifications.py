@@ -163,7 +163,11 @@ class NotificationService:
         else:
             task = Task.model_validate(event.data["task"])
             action = event.data["action"]
-            if action == "decline":
+            if action == "decline" and task.status.value == "declined":  # no deputy: the duty officer decides
+                for officer in self.directory.by_role("duty_officer"):
+                    plans.append((task, officer, f"{task.number}x{incident.version}",
+                                  f"Declined, needs someone: {task.title}"))
+            elif action == "decline":
                 if event.data.get("previous_owner"):
                     await self.revoke_links(incident.id, task.id, event.data["previous_owner"])
                 owner = self.directory.get(task.owner) if task.owner else None

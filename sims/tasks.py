@@ -29,9 +29,9 @@ FINAL = frozenset({TS.DONE, TS.WAIVED})
 
 TASK_TABLE: dict[tuple[TaskStatus, TaskAction], TaskStatus] = {
     **{(s, A.ACKNOWLEDGE): TS.ACKNOWLEDGED for s in (TS.PENDING, TS.OVERDUE, TS.ESCALATED)},
-    **{(s, A.DONE): TS.DONE for s in OPEN},
-    **{(s, A.DECLINE): TS.PENDING for s in OPEN},  # pending again, with the deputy as owner
-    **{(s, A.WAIVE): TS.WAIVED for s in OPEN},
+    **{(s, A.DONE): TS.DONE for s in (*OPEN, TS.DECLINED)},
+    **{(s, A.DECLINE): TS.PENDING for s in OPEN},  # pending again, with the deputy as owner (declined if none)
+    **{(s, A.WAIVE): TS.WAIVED for s in (*OPEN, TS.DECLINED)},
 }
 # Repeating what already happened changes nothing and is not an error (a second click).
 HARMLESS = {(TS.ACKNOWLEDGED, A.ACKNOWLEDGE), (TS.DONE, A.DONE), (TS.DONE, A.ACKNOWLEDGE),
@@ -66,8 +66,8 @@ def act(task: Task, action: TaskAction, *, actor_is_duty_officer: bool, person: 
     if action is A.DECLINE:
         if not reason.strip():
             raise TransitionNotAllowed(f"task {task.status.value}", "decline", "say why you can't do it", allowed)
-        if deputy is None:
-            raise ValidationFailed("Cannot hand over", [f"no deputy is set for {task.owner}; call the duty officer"])
+        if deputy is None:  # nobody to hand it to: declined, for the duty officer to see and resolve
+            return task.model_copy(update={"status": TS.DECLINED, "reason": reason})
         return task.model_copy(update={"status": TS.PENDING, "owner": deputy, "reason": reason, "escalation_level": 0})
     return task.model_copy(update={"status": target, "note": note or task.note, "reason": reason or task.reason})
 
