@@ -56,7 +56,11 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
         if embedded and not url:
             server = NatsServer(store_dir=settings.data_dir / "jetstream", port=settings.nats_port,
                                 name="sims-embedded")
-            server.start()
+            try:
+                server.start()
+            except (RuntimeError, TimeoutError) as exc:
+                raise SystemExit(f"The embedded NATS server could not start on port {settings.nats_port} ({exc}). "
+                                 "Is another SIMS or NATS running? Stop it, or set SIMS_NATS_PORT to a free port.") from exc
             stack.callback(server.stop)
             url = server.url
             settings.url_file.write_text(url)

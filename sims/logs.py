@@ -3,9 +3,32 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
+
+
+_TOKEN = re.compile(r"/l/[a-z0-9]{17}\.[A-Za-z0-9_-]{16}")
+_PHONE = re.compile(r"\+?\d[\d ]{9,14}\d")
+_SECRET_KEYS = {"restricted", "token", "password", "auth_token", "link", "to", "body", "text", "html", "mobile",
+                "email", "talking_points", "link_secrets", "smtp_password", "twilio_auth_token"}
+
+
+def _scrub(value: object) -> object:
+    if isinstance(value, str):
+        return _PHONE.sub("[phone]", _TOKEN.sub("/l/[token]", value))
+    return value
+
+
+def redact(_logger: object, _method: str, event: dict[str, object]) -> dict[str, object]:
+    """Keep secrets, link tokens, phone numbers and restricted details out of every log line."""
+    for key in list(event):
+        if key in _SECRET_KEYS:
+            event[key] = "[redacted]"
+        else:
+            event[key] = _scrub(event[key])
+    return event
 
 
 def configure(level: str = "info", json: bool = True) -> None:
@@ -23,6 +46,7 @@ def configure(level: str = "info", json: bool = True) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
