@@ -541,6 +541,76 @@ def users_add(username: str, role: str = typer.Option(..., help="duty_officer, v
     typer.secho(f"User {username} ({role}) can now sign in at /console", fg=typer.colors.GREEN)
 
 
+tokens_app = typer.Typer(help="API tokens for other systems calling the JSON API (/api/...).", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+def _tokens(rt: Runtime) -> Any:
+    from handlers.api_tokens import TokenStore
+    from sims.adapters.jetstream import replicas_for
+
+    return TokenStore(rt.js, replicas_for(rt.nc, rt.settings.replicas))
+
+
+@tokens_app.command("add")
+def tokens_add(name: str = typer.Argument(..., help="Who uses it, e.g. 'cad-gateway'"),
+               scope: list[str] = typer.Option(..., "--scope", help="read, raise or write (repeatable)")) -> None:
+    """Make an API token; it is printed once and only its hash is kept."""
+    from handlers.api_tokens import TokenExists
+
+    by = f"cli:{os.environ.get('USER', '-')}"
+
+    async def go(rt: Runtime) -> str:
+        token, record = await _tokens(rt).add(name, scope, by=by)
+        await rt.audit.append(chain="system", actor=by, incident_id=None, action="api_token.added",
+                              outcome=",".join(record.scopes), detail={"name": name})
+        return str(token)
+
+    try:
+        token = _with_runtime(go, setup=True)
+    except (ValueError, TokenExists) as exc:
+        _fail(str(exc), code=2)
+        return
+    typer.echo(token)
+    typer.secho(f"API token {name} ({', '.join(sorted(set(scope)))}): copy it now, it is not shown again. "
+                "Send it as 'Authorization: Bearer <token>'.", fg=typer.colors.GREEN, err=True)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """API tokens: name, scopes, created, last used, revoked (never the token)."""
+    def when(t: float | None) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if t else "-"
+
+    found = _with_runtime(lambda rt: _tokens(rt).all(), setup=True)
+    if not found:
+        typer.echo("No API tokens. Make one with `sims tokens add NAME --scope read|raise|write`.")
+        return
+    typer.echo(f"{'name':<24} {'scopes':<18} {'created':<21} {'last used':<21} revoked")
+    for t in found:
+        typer.echo(f"{t.name:<24} {','.join(t.scopes):<18} {when(t.created_at):<21} {when(t.last_used_at):<21} "
+                   f"{when(t.revoked_at) if t.revoked else 'no'}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: str) -> None:
+    """Revoke an API token by name: refused from the next request."""
+    from handlers.api_tokens import TokenNotFound
+
+    by = f"cli:{os.environ.get('USER', '-')}"
+
+    async def go(rt: Runtime) -> None:
+        await _tokens(rt).revoke(name, by=by)
+        await rt.audit.append(chain="system", actor=by, incident_id=None, action="api_token.revoked",
+                              outcome="revoked", detail={"name": name})
+
+    try:
+        _with_runtime(go, setup=True)
+    except TokenNotFound as exc:
+        _fail(str(exc), code=2)
+    typer.secho(f"API token {name} is revoked.", fg=typer.colors.GREEN)
+
+
 @app.command()
 def docs() -> None:
     """Write the OpenAPI and AsyncAPI documents to docs/."""

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request, Security
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -91,7 +91,30 @@ def _answer(result: dict[str, Any], created: bool = False) -> JSONResponse:
 def create_app(rt: Runtime) -> FastAPI:
     """The HTTP app over a connected runtime; nothing connects at import time."""
     app = FastAPI(title="SIMS", version="0.1.0",
-                  description="Serious Incident Management System: raise and follow critical incidents.")
+                  description="Serious Incident Management System: raise and follow critical incidents. "
+                              "Every /api/ route needs an API token (`Authorization: Bearer <token>`, from "
+                              "`sims tokens add NAME --scope read|raise|write`).")
+    from handlers.api_tokens import TokenStore
+    from handlers.security import ApiRefused, SecurityHeaders, api_guard, refused_response
+
+    tokens: list[TokenStore] = []
+
+    def token_store() -> TokenStore:
+        if not tokens:
+            from sims.adapters.jetstream import replicas_for
+
+            tokens.append(TokenStore(rt.js, replicas_for(rt.nc, rt.settings.replicas)))
+        return tokens[0]
+
+    app.state.token_store = token_store
+    api = APIRouter(dependencies=[Security(api_guard(rt, token_store))],
+                    responses={401: {"description": "No API token, or an unknown or revoked one"},
+                               403: {"description": "The API token does not have the scope this route needs"}})
+    https = bool(rt is not None and str(rt.settings.base_url).startswith("https://"))
+
+    @app.exception_handler(ApiRefused)
+    async def api_refused(_: Request, exc: ApiRefused) -> JSONResponse:
+        return refused_response(exc)
 
     from fastapi.staticfiles import StaticFiles
 
@@ -113,6 +136,8 @@ def create_app(rt: Runtime) -> FastAPI:
         response: Response = await call_next(request)
         return response
 
+    app.add_middleware(SecurityHeaders, https=https)  # added last: outermost, so every answer has the headers
+
     @app.exception_handler(PydanticValidationError)
     async def invalid(_: Request, exc: PydanticValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
@@ -126,32 +151,32 @@ def create_app(rt: Runtime) -> FastAPI:
     async def run(command: Command) -> dict[str, Any]:
         return await submit(rt.nc, rt.js, rt.kv, command, rt.settings.command_timeout)
 
-    @app.post("/api/incidents", status_code=201, summary="Raise an incident")
+    @api.post("/api/incidents", status_code=201, summary="Raise an incident")
     async def raise_incident(body: RaiseBody) -> JSONResponse:
         command = RaiseIncident.model_validate(body.model_dump(exclude={"kind"}))
         return _answer(await run(command), created=True)
 
-    @app.get("/api/incidents", summary="Open and recent incidents")
+    @api.get("/api/incidents", summary="Open and recent incidents")
     async def list_incidents() -> list[dict[str, Any]]:
         return [queries.public(i) for i in await queries.list_incidents(rt)]
 
-    @app.get("/api/incidents/{key}", summary="One incident with its timeline")
+    @api.get("/api/incidents/{key}", summary="One incident with its timeline")
     async def get_incident(key: str) -> dict[str, Any]:
         incident, timeline = await queries.incident_with_timeline(rt, key)
         return {**queries.public(incident), "timeline": timeline}
 
-    @app.post("/api/incidents/{key}/updates", summary="Add or correct details")
+    @api.post("/api/incidents/{key}/updates", summary="Add or correct details")
     async def update_incident(key: str, body: UpdateBody) -> JSONResponse:
         data = body.model_dump(exclude={"kind", "incident"}, exclude_unset=True)
         data.setdefault("command_id", body.command_id)
         return _answer(await run(UpdateIncident.model_validate({**data, "incident": key})))
 
-    @app.post("/api/incidents/{key}/transitions", summary="Move the incident on through the protocol")
+    @api.post("/api/incidents/{key}/transitions", summary="Move the incident on through the protocol")
     async def transition(key: str, body: TransitionBody) -> JSONResponse:
         data = body.model_dump(exclude_none=True)
         return _answer(await run(Transition.model_validate({**data, "incident": key})))
 
-    @app.get("/api/incidents/{key}/audit", summary="Export the incident's audit trail")
+    @api.get("/api/incidents/{key}/audit", summary="Export the incident's audit trail")
     async def audit_export(key: str, format: str = Query("jsonl", pattern="^(jsonl|csv)$")) -> PlainTextResponse:
         records = await queries.audit_records(rt, key)
         text = queries.to_jsonl(records) if format == "jsonl" else queries.to_csv(records)
@@ -159,26 +184,26 @@ def create_app(rt: Runtime) -> FastAPI:
         return PlainTextResponse(text, media_type=media, headers={
             "Content-Disposition": f'attachment; filename="audit-{key}.{format}"'})
 
-    @app.get("/api/incidents/{key}/briefing", summary="The members' briefing: draft, versions, preview")
+    @api.get("/api/incidents/{key}/briefing", summary="The members' briefing: draft, versions, preview")
     async def briefing(key: str, version: int | None = Query(None, ge=1)) -> dict[str, Any]:
         incident, _ = await queries.incident_with_timeline(rt, key)
         return rt.notifications.briefing_preview(incident, version)
 
-    @app.post("/api/incidents/{key}/briefing", summary="Save a new version of the members' briefing")
+    @api.post("/api/incidents/{key}/briefing", summary="Save a new version of the members' briefing")
     async def draft_briefing(key: str, body: BriefingBody) -> JSONResponse:
         return _answer(await run(DraftBriefing(incident=key, talking_points=body.talking_points, actor=body.actor,
                                                **_ids(body))))
 
-    @app.post("/api/incidents/{key}/briefing/approve", summary="Approve a version: sent to elected members")
+    @api.post("/api/incidents/{key}/briefing/approve", summary="Approve a version: sent to elected members")
     async def approve_briefing(key: str, body: ApproveBody) -> JSONResponse:
         return _answer(await run(ApproveBriefing(incident=key, briefing_version=body.briefing_version,
                                                  actor=body.actor, **_ids(body))))
 
-    @app.post("/api/incidents/{key}/messages", summary="Send an update to everyone told about the incident")
+    @api.post("/api/incidents/{key}/messages", summary="Send an update to everyone told about the incident")
     async def send_update(key: str, body: MessageBody) -> JSONResponse:
         return _answer(await run(SendUpdate(incident=key, text=body.text, actor=body.actor, **_ids(body))))
 
-    @app.get("/api/incidents/{key}/fund", summary="The Critical Incident Fund claim")
+    @api.get("/api/incidents/{key}/fund", summary="The Critical Incident Fund claim")
     async def get_fund(key: str) -> dict[str, Any]:
         from sims.fund import summary
 
@@ -187,7 +212,7 @@ def create_app(rt: Runtime) -> FastAPI:
             raise IncidentNotFound(f"{key} (no fund claim yet)")
         return {**claim.model_dump(mode="json"), "summary": summary(claim)}
 
-    @app.post("/api/incidents/{key}/fund", summary="Act on the fund claim (fund_edit, fund_submit, ...)")
+    @api.post("/api/incidents/{key}/fund", summary="Act on the fund claim (fund_edit, fund_submit, ...)")
     async def act_on_fund(key: str, body: dict[str, Any]) -> JSONResponse:
         from sims.fund import FUND_COMMAND_ADAPTER
 
@@ -196,12 +221,12 @@ def create_app(rt: Runtime) -> FastAPI:
                                                        else {**body, "incident_id": key})
         return _answer(await run(command))  # type: ignore[arg-type]
 
-    @app.get("/api/incidents/{key}/deliveries", summary="Every message sent about the incident, with its status")
+    @api.get("/api/incidents/{key}/deliveries", summary="Every message sent about the incident, with its status")
     async def deliveries(key: str) -> list[dict[str, Any]]:
         incident_id = await rt.incidents.resolve(key)
         return await rt.notifications.deliveries(incident_id)
 
-    @app.post("/api/preview", summary="Who would be notified of an incident like this, and why")
+    @api.post("/api/preview", summary="Who would be notified of an incident like this, and why")
     async def preview(body: PreviewBody) -> list[dict[str, Any]]:
         return queries.preview(rt, body.type, body.level, body.ward, body.gold)
 
@@ -220,7 +245,7 @@ def create_app(rt: Runtime) -> FastAPI:
                             headers={"Nats-Msg-Id": f"status-{report['provider_id']}-{report['status']}"})
         return Response(status_code=204)
 
-    @app.get("/api/outbox", summary="Messages written to the local outbox (embedded default)")
+    @api.get("/api/outbox", summary="Messages written to the local outbox (embedded default)")
     async def outbox(limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
         from sims.adapters.outbox import read_outbox
 
@@ -231,6 +256,13 @@ def create_app(rt: Runtime) -> FastAPI:
         from handlers.docs import asyncapi
 
         return asyncapi()
+
+    @app.get("/metrics", summary="Prometheus metrics (counts only, no personal data)",
+             response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        from sims.metrics import exposition
+
+        return PlainTextResponse((await exposition(rt)).decode(), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz", summary="Is SIMS able to work?")
     async def healthz() -> JSONResponse:
@@ -245,4 +277,5 @@ def create_app(rt: Runtime) -> FastAPI:
         ok = bool(checks["nats"] and checks["jetstream"])
         return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)
 
+    app.include_router(api)
     return app

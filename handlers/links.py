@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,17 @@ from sims.links import Binding, LinkRefused
 from sims.messages import Acknowledge, ActOnTask
 from sims.model import TERMINAL_STATES, Incident
 from sims.views import SharedView
+from handlers.security import RateLimiter
 
 PAGES = Path(__file__).resolve().parent.parent / "templates" / "pages"
 REFUSED_STATUS = {"forged": 404, "expired": 410, "revoked": 410}
 ACTIONS = {"acknowledge", "done", "decline"}
+TOO_MANY = """{% extends "_base.html" %}{% block title %}Too many requests{% endblock %}{% block main %}
+<h1 class="heading-l">Too many requests</h1>
+<p class="body">{{ message }}</p>
+<p class="body">Nothing has been changed. If you need to act on an incident now, call the community safety duty officer.</p>
+{% endblock %}"""
+LINK_RATE = 30  # link requests (GET and POST) a minute per client address
 
 
 def sms_intent(body: str) -> tuple[str | None, str]:
@@ -44,10 +52,12 @@ def sms_intent(body: str) -> tuple[str | None, str]:
     return None, rest
 
 
-def build_router(rt: Runtime) -> APIRouter:
+def build_router(rt: Runtime, limiter: RateLimiter | None = None) -> APIRouter:
     router = APIRouter()
+    limiter = limiter or RateLimiter(LINK_RATE, 60.0)
     env = Environment(loader=FileSystemLoader(str(PAGES)), autoescape=select_autoescape(("html",)))
     env.filters["local_time"] = lambda v: rt.notifications.renderer.env.filters["local_time"](v)
+    too_many_page = env.from_string(TOO_MANY)
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(**context)
@@ -58,6 +68,23 @@ def build_router(rt: Runtime) -> APIRouter:
         await rt.audit.append(chain="system", actor="link", incident_id=None, action="link.refused",
                               outcome=exc.reason, detail={"token_prefix": token[:6]})
         return page("link_refused.html", REFUSED_STATUS.get(exc.reason, 403), message=str(exc), reason=exc.reason)
+
+    async def limited(request: Request) -> HTMLResponse | None:
+        """A 429 page if this address has used up its link requests, else None."""
+        address = request.client.host if request.client else "-"
+        wait = limiter.take(address)
+        if not wait:
+            return None
+        if limiter.first_refusal(address):  # once a window: a flood is one audit record, not thousands
+            await rt.audit.append(chain="system", actor="link", incident_id=None, action="link.rate_limited",
+                                  outcome="429", detail={"address": address})
+        retry = str(max(1, math.ceil(wait)))
+        html = too_many_page.render(message=f"Too many requests from your address. Please wait {retry} seconds "
+                                            "and try again.")
+        response = HTMLResponse(html, status_code=429, headers={"Referrer-Policy": "no-referrer",
+                                                                "Cache-Control": "no-store"})
+        response.headers["Retry-After"] = retry
+        return response
 
     async def context(binding: Binding) -> dict[str, Any]:
         incident, _ = await queries.incident_with_timeline(rt, binding.incident_id)
@@ -78,8 +105,10 @@ def build_router(rt: Runtime) -> APIRouter:
                 "claim_summary": fund_summary(claim) if claim else ""}
 
     @router.get("/l/{token}", response_class=HTMLResponse, include_in_schema=False)
-    async def show(token: str, done: str | None = None) -> HTMLResponse:
+    async def show(token: str, request: Request, done: str | None = None) -> HTMLResponse:
         """Shows the task or message; never changes anything (mail scanners open links)."""
+        if (too_many := await limited(request)) is not None:
+            return too_many
         try:
             binding = await rt.notifications.open_link(token)
         except LinkRefused as exc:
@@ -88,6 +117,8 @@ def build_router(rt: Runtime) -> APIRouter:
 
     @router.post("/l/{token}", include_in_schema=False)
     async def act(token: str, request: Request) -> Response:
+        if (too_many := await limited(request)) is not None:
+            return too_many
         try:
             binding = await rt.notifications.open_link(token)
         except LinkRefused as exc:

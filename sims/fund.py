@@ -182,7 +182,8 @@ def _total(amounts: Iterable[Decimal]) -> Decimal:
 
 class _FundCommand(Frozen):
     trigger: ClassVar[FundTrigger]
-    command_id: str = Field(default_factory=new_id, min_length=8, max_length=128)
+    command_id: str = Field(default_factory=new_id, min_length=8, max_length=128,
+                            pattern=r"^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$")  # a NATS subject token / KV key
     actor: str = Field(min_length=1, max_length=120)
     incident_id: str = Field(min_length=1, max_length=64)
 

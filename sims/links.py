@@ -61,7 +61,7 @@ def mint(secret: bytes, binding: Binding, link_id: str) -> str:
 
 def parse(token: str) -> tuple[str, str, str]:
     """(kid, link id, mac) of a well-formed token, else LinkRefused('forged')."""
-    match = TOKEN.match(token or "")
+    match = TOKEN.fullmatch(token or "")  # not .match: "$" also matches before a trailing newline
     if not match:
         raise LinkRefused("forged", "This link is not valid. Use the link from your message, or contact the duty officer.")
     return match.group(1), match.group(2), match.group(3)

@@ -44,7 +44,7 @@ class Trigger(StrEnum):
 class _Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
-    command_id: str = Field(default_factory=new_id, min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_=-][A-Za-z0-9_.=-]*$")
+    command_id: str = Field(default_factory=new_id, min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$")
     actor: str = Field(min_length=1, max_length=120)
 
 

@@ -14,7 +14,10 @@ def _utc(value: datetime) -> datetime:
         raise ValueError("time must include a timezone (e.g. 2026-11-30T21:40:00Z or +00:00)")
     from datetime import timezone
 
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00: before the first representable UTC time
+        raise ValueError("time is out of range") from exc
 
 
 UtcDateTime = Annotated[datetime, AfterValidator(_utc)]

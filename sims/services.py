@@ -37,6 +37,7 @@ from sims.protocol_config import ProtocolConfig
 
 log = structlog.get_logger("sims.services")
 REFERENCE = re.compile(r"^[A-Z]{2,5}-\d{4}-\d{4,}$")
+INCIDENT_ID = re.compile(r"^[A-Za-z0-9_-]+\Z")
 NAMESPACE = uuid.UUID("0f4c5d1e-6a7b-4c8d-9e0f-5a1b2c3d4e5f")
 MAX_RETRIES = 50
 CACHE_SIZE = 2048
@@ -92,6 +93,8 @@ class IncidentService:
             if not found:
                 raise IncidentNotFound(key)
             return str(found)
+        if not INCIDENT_ID.match(key):  # an id is one subject token: no wildcards (*, >), dots or spaces
+            raise IncidentNotFound(key)
         return key
 
     def _owner_for(self, role: str, ward: str) -> str | None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-import httpx
-
 from sims import queries
+from tests.support.api import api_client
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.stack import Stack, stack  # noqa: F401
 
@@ -16,7 +15,7 @@ LINK = re.compile(r"http://127\.0\.0\.1:\d+/l/[a-z0-9]{17}\.[A-Za-z0-9_-]{16}")
 async def test_a_claim_goes_from_draft_to_closed_with_the_vru_approving_through_their_link(stack: Stack) -> None:
     raised = await stack.raise_incident()
     api = f"{stack.http_url}/api/incidents/{raised['reference']}/fund"
-    async with httpx.AsyncClient(timeout=20) as client:
+    async with await api_client(stack.rt, timeout=20) as client:
         over = await client.post(api, json={"kind": "fund_edit", "actor": "duty", "purpose": "Reassure young people",
                                             "lines": [{"description": "Sessions", "amount": "4000.00"},
                                                       {"description": "Event", "amount": "1000.01"}]})

@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from handlers.http import create_app
 from sims import queries
 from sims.adapters import jetstream as jsa
 from sims.adapters.commands import submit
@@ -21,6 +19,7 @@ from sims.adapters.nats_server import NatsServer
 from sims.bootstrap import Runtime, connect_runtime
 from sims.config import Settings
 from sims.messages import RaiseIncident, Transition, UpdateIncident
+from tests.support.api import api_client
 
 RAISE = {"actor": "duty-officer", "type": "stabbing", "level": "2", "occurred_at": "2026-11-30T21:40:00Z",
          "ward": "Peckham", "location": "Rye Lane, near the station", "outline": "A young man was stabbed",
@@ -38,10 +37,6 @@ async def dead_letters(rt: Runtime) -> list[dict[str, Any]]:
     return [json.loads(m.data) | {"subject": m.subject} async for m in jsa.read_subject(rt.js, jsa.DEAD, "sims.dlq.>")]
 
 
-def http_client(rt: Runtime) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(rt)), base_url="http://sims.test")
-
-
 def run_cli(url: str, *args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SIMS_NATS_URL": url, "SIMS_DATA_DIR": str(data_dir)}
     return subprocess.run([sys.executable, "-m", "handlers.cli", *args], capture_output=True, text=True,
@@ -51,7 +46,7 @@ def run_cli(url: str, *args: str, data_dir: Path) -> subprocess.CompletedProcess
 async def test_cli_http_and_nats_request_give_the_same_incident(worker: Runtime, nats_server: NatsServer,
                                                                  tmp_path: Path) -> None:
     """All three intake paths reach the one handler: same fields, consecutive references."""
-    async with http_client(worker) as client:
+    async with await api_client(worker) as client:
         via_http = (await client.post("/api/incidents", json=RAISE)).json()
     via_nats = await nats_request(worker, json.dumps({**RAISE, "kind": "raise"}).encode())
     cli = await asyncio.to_thread(run_cli, nats_server.url, "raise", "--type", "stabbing", "--level", "2",
@@ -73,7 +68,7 @@ async def test_the_same_raise_twice_makes_one_incident_even_after_its_result_exp
     command = RaiseIncident.model_validate({**RAISE, "command_id": "cad-4471-20261130"})
     first = await submit(worker.nc, worker.js, worker.kv, command)
     again = await nats_request(worker, command.model_dump_json().encode())
-    async with http_client(worker) as client:
+    async with await api_client(worker) as client:
         thrice = (await client.post("/api/incidents", json={**RAISE, "command_id": "cad-4471-20261130"})).json()
     assert first == again == thrice
     kv = await worker.js.key_value("sims_results")
@@ -85,7 +80,7 @@ async def test_the_same_raise_twice_makes_one_incident_even_after_its_result_exp
 
 async def test_a_refused_transition_changes_nothing_and_says_what_is_allowed(worker: Runtime) -> None:
     raised = await submit(worker.nc, worker.js, worker.kv, RaiseIncident.model_validate(RAISE))
-    async with http_client(worker) as client:
+    async with await api_client(worker) as client:
         response = await client.post(f"/api/incidents/{raised['reference']}/transitions",
                                      json={"trigger": "close", "reason": "done", "actor": "duty"})
         assert response.status_code == 409
@@ -172,7 +167,7 @@ async def test_state_and_audit_are_identical_after_killing_and_restarting_nats(n
 async def test_audit_export_from_http_verifies_and_tampering_is_caught(worker: Runtime) -> None:
     raised = await submit(worker.nc, worker.js, worker.kv, RaiseIncident.model_validate(RAISE))
     await submit(worker.nc, worker.js, worker.kv, Transition(actor="d", incident=raised["reference"], trigger="escalate"))
-    async with http_client(worker) as client:
+    async with await api_client(worker) as client:
         jsonl = (await client.get(f"/api/incidents/{raised['reference']}/audit?format=jsonl")).text
         csv_text = (await client.get(f"/api/incidents/{raised['reference']}/audit?format=csv")).text
     records = queries.parse_export(jsonl)

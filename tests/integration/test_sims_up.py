@@ -81,7 +81,13 @@ def first_run(env: dict[str, str], proc: subprocess.Popen[str], banner: list[str
     assert raised.returncode == 0 and "SWK-2026-0001" in raised.stdout, raised.stderr
     health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
     assert health["ok"] and health["jetstream"]
-    listed = httpx.get(f"http://127.0.0.1:{port}/api/incidents", timeout=5).json()
+    assert httpx.get(f"http://127.0.0.1:{port}/api/incidents", timeout=5).status_code == 401
+    made = cli(env, "tokens", "add", "status-board", "--scope", "read")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("sims_")
+    listed = httpx.get(f"http://127.0.0.1:{port}/api/incidents", timeout=5,
+                       headers={"Authorization": f"Bearer {token}"}).json()
     assert [i["reference"] for i in listed] == ["SWK-2026-0001"]
     out = stop(proc)
     assert "Stopped." in out
