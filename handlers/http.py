@@ -264,7 +264,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
         return PlainTextResponse((await exposition(rt)).decode(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/healthz", summary="Is SIMS able to work?")
+    @app.get("/healthz", summary="Is SIMS able to work? NATS, JetStream and each provider")
     async def healthz() -> JSONResponse:
         checks: dict[str, Any] = {"nats": rt.nc.is_connected}
         try:
@@ -274,7 +274,11 @@ def create_app(rt: Runtime) -> FastAPI:
         except Exception as exc:  # reported, not raised: this endpoint says what is wrong
             checks["jetstream"] = False
             checks["jetstream_error"] = str(exc)
-        ok = bool(checks["nats"] and checks["jetstream"])
+        from sims.adapters.reachability import providers
+
+        checks["providers"] = await providers(rt.settings)
+        ok = bool(checks["nats"] and checks["jetstream"]
+                  and all(p["reachable"] for p in checks["providers"].values()))
         return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)
 
     app.include_router(api)

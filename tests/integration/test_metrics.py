@@ -29,3 +29,16 @@ async def test_metrics_report_what_happened(stack: Stack) -> None:
         served = await client.get(f"{stack.http_url}/metrics")
     assert served.status_code == 200 and served.headers["content-type"].startswith("text/plain")
     assert "sims_time_to_acknowledge_seconds_bucket" in served.text and "sims_incidents{" in served.text
+
+
+async def test_healthz_says_whether_nats_jetstream_and_each_provider_are_reachable(stack: Stack) -> None:
+    async with httpx.AsyncClient() as client:
+        healthy = (await client.get(f"{stack.http_url}/healthz")).json()
+        assert healthy["ok"] and healthy["nats"] and healthy["jetstream"]
+        assert healthy["providers"]["twilio"]["reachable"] and healthy["providers"]["smtp"]["reachable"]
+        await stack.smtp.stop()  # the SMTP server goes away
+        down = await client.get(f"{stack.http_url}/healthz")
+    assert down.status_code == 503
+    body = down.json()
+    assert body["ok"] is False and body["providers"]["smtp"]["reachable"] is False
+    assert "unreachable" in body["providers"]["smtp"]["detail"] and body["providers"]["twilio"]["reachable"]
