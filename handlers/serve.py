@@ -106,12 +106,13 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
             if task.done():
                 await task
                 raise SystemExit(f"HTTP server could not start on {settings.http_host}:{settings.http_port}")
-            echo(f"Web and API: {settings.base_url}  (API docs {settings.base_url}/docs)")
+            echo(f"Web console: {settings.base_url}/console  (first: `sims users add NAME --role duty_officer`)")
+            echo(f"API: {settings.base_url}/api  (docs {settings.base_url}/docs; tokens: `sims tokens add`)")
         echo(f"Protocol: {settings.protocol}  ({protocol.borough.name}, {len(protocol.borough.wards)} wards)")
         echo(f"Contacts: {settings.contacts_dir}  ({len(directory.all())} people)")
         senders = {s.name for s in rt.notifications.senders.values()}  # type: ignore[union-attr]
         if any(name.startswith("outbox") for name in senders):
-            echo(f"Messages: local outbox {settings.data_dir.resolve() / 'outbox'} (`sims outbox`, {settings.base_url}/api/outbox)")
+            echo(f"Messages: local outbox {settings.data_dir.resolve() / 'outbox'} (`sims outbox`, {settings.base_url}/console/outbox)")
         echo("Press Ctrl-C to stop.")
         if ready:
             ready.set()
