@@ -515,7 +515,7 @@ class NotificationService:
 def _cause(events: list[Event], kind: Kind, revision: int) -> Event | None:
     """The event that made a message of `kind` (and revision), for re-rendering it on another channel."""
     for event in reversed(events):
-        if kinds_for(event, was_gold=False) is kind or (kind is Kind.HOLDING and event.type is EventType.RAISED):
+        if kinds_for(event, was_gold=False) is kind:
             if kind is Kind.BRIEFING and int(event.data["version"]) != revision:
                 continue
             if kind is Kind.UPDATE and int(event.data.get("number", 1)) != revision:

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from sims.errors import TransitionNotAllowed, ValidationFailed
 from sims.model import OPEN_TASK, Task, TaskStatus
-from sims.protocol_config import ProtocolConfig, Step
+from sims.protocol_config import Step
 
 
 class TaskAction(StrEnum):
@@ -88,6 +88,3 @@ def open_reassurance(tasks: tuple[Task, ...] | list[Task]) -> list[Task]:
     """Reassurance steps still open: the incident cannot close while there are any."""
     return [t for t in tasks if t.kind == "reassurance" and t.status not in FINAL]
 
-
-def steps_for(protocol: ProtocolConfig, type_: str, level: str, gold: bool) -> list[Step]:
-    return protocol.steps_for(type_, level, gold)  # type: ignore[arg-type]

@@ -274,15 +274,6 @@ class NatsKV:
         finally:
             await sub.unsubscribe()
 
-    async def keys(self, bucket: str) -> list[str]:
-        kv = await self.bucket(bucket)
-        try:
-            return list(await kv.keys())
-        except Exception as exc:  # nats-py raises NoKeysError for an empty bucket
-            if type(exc).__name__ == "NoKeysError":
-                return []
-            raise
-
     async def update(self, bucket: str, key: str, change: Any) -> Any:
         """Read-modify-write with compare-and-set: `change(old or None) -> new`; retried on a race."""
         kv = await self.bucket(bucket)
