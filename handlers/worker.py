@@ -38,7 +38,7 @@ async def dead_letter(rt: Runtime, subject: str, raw: bytes, reason: dict[str, A
     """Keep what could not be handled, with the reason, where a person will see it."""
     body = json.dumps({"reason": reason, "source": source,
                        "payload": raw[:MAX_COMMAND_BYTES].decode("utf-8", "replace")}).encode()
-    await rt.js.publish(subject, body, timeout=5.0)
+    await jsa.publish(rt.js, subject, body)
     log.warning("command.dead_lettered", subject=subject, source=source, error=reason.get("error"))
 
 
@@ -46,7 +46,7 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
     """A broker whose subscribers call `rt`'s services; nothing connects until it is started."""
     quiet = logging.getLogger("sims.faststream")
     quiet.setLevel(logging.WARNING)
-    broker = NatsBroker(url, max_reconnect_attempts=-1, logger=quiet, log_level=logging.DEBUG)
+    broker = NatsBroker(jsa.servers(url), max_reconnect_attempts=-1, logger=quiet, log_level=logging.DEBUG)
     stream = JStream(name=jsa.COMMANDS, declare=False)
 
     @broker.subscriber(jsa.CMD_SUBJECT, stream=stream, durable=jsa.COMMAND_CONSUMER,

@@ -13,7 +13,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from sims.adapters.jetstream import CMD_SUBJECT, NatsKV, reply_subject
+from sims.adapters.jetstream import CMD_SUBJECT, NatsKV, publish, reply_subject
 from sims.messages import Command
 
 
@@ -25,8 +25,8 @@ async def submit(nc: NATS, js: JetStreamContext, kv: NatsKV, command: Command,
         return dict(done)
     sub = await nc.subscribe(reply_subject(command.command_id), max_msgs=1)
     try:
-        await js.publish(CMD_SUBJECT, command.model_dump_json().encode(), timeout=5.0,
-                         headers={"Nats-Msg-Id": command.command_id})
+        await publish(js, CMD_SUBJECT, command.model_dump_json().encode(),
+                      headers={"Nats-Msg-Id": command.command_id})
         try:
             msg = await sub.next_msg(timeout=timeout)
             return dict(json.loads(msg.data))

@@ -32,7 +32,18 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.errors import ConnectionReconnectingError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import PubAck
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 
 from sims.audit import GENESIS, AuditRecord, seal
 from sims.messages import Event
@@ -73,8 +84,40 @@ async def connect(url: str, name: str) -> NATS:
         import structlog
         structlog.get_logger().warning("nats.error", error=str(exc))
 
-    return await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+    return await nats.connect(servers(url), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                               error_cb=_error)
+
+
+def servers(url: str) -> list[str]:
+    """`nats://a:4222,nats://b:4222` -> every node of a cluster, so a client outlives the one it uses."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+# What a JetStream write raises while a stream has no leader (an election after a node died or
+# stalled) or while the client reconnects: the write may or may not be stored, so it is retried with
+# the same headers; a Nats-Msg-Id makes the retry a duplicate the server acknowledges, not a copy.
+TRANSIENT = (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError,
+             ServiceUnavailableError, ConnectionReconnectingError)
+
+
+async def publish(js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str] | None = None,
+                  timeout: float = 5.0, patience: float = 60.0) -> PubAck:
+    """Publish to a stream and wait for its PubAck, retrying transient failures for up to `patience` s."""
+    return await retrying(lambda: js.publish(subject, payload, headers=headers, timeout=timeout), patience)
+
+
+async def retrying(operation: Any, patience: float = 60.0) -> Any:
+    """Await `operation()` (a KV read or write), again after a transient failure, for up to `patience` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    for attempt in range(1_000):
+        try:
+            return await operation()
+        except TRANSIENT:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(min(1.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.0))
+    raise RuntimeError("unreachable")
 
 
 def replicas_for(nc: NATS, wanted: int) -> int:
@@ -166,7 +209,7 @@ class NatsEventStore:
         payload = json.dumps({"events": [e.model_dump(mode="json") for e in events]}).encode()
         headers = {"Nats-Expected-Last-Subject-Sequence": str(expected_seq), "Nats-Msg-Id": f"evt-{msg_id}"}
         try:
-            ack = await self.js.publish(evt_subject(incident_id), payload, headers=headers, timeout=5.0)
+            ack = await publish(self.js, evt_subject(incident_id), payload, headers)
         except APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:
                 raise StaleSequence(incident_id) from exc
@@ -200,9 +243,10 @@ class NatsAuditLog:
                               actor=actor, incident_id=incident_id, action=action, outcome=outcome,
                               detail=detail)
                 try:
-                    ack = await self.js.publish(
-                        audit_subject(chain), record.model_dump_json().encode(), timeout=5.0,
-                        headers={"Nats-Expected-Last-Subject-Sequence": str(seq)},
+                    ack = await publish(
+                        self.js, audit_subject(chain), record.model_dump_json().encode(),
+                        headers={"Nats-Expected-Last-Subject-Sequence": str(seq),
+                                 "Nats-Msg-Id": f"audit-{record.hash}"},
                     )
                 except APIError as exc:
                     if exc.err_code != WRONG_LAST_SEQUENCE:
@@ -236,20 +280,20 @@ class NatsKV:
 
     async def bucket(self, name: str) -> Any:
         if name not in self._buckets:
-            self._buckets[name] = await self.js.key_value(name)
+            self._buckets[name] = await retrying(lambda: self.js.key_value(name))
         return self._buckets[name]
 
     async def get(self, bucket: str, key: str) -> Any | None:
         kv = await self.bucket(bucket)
         try:
-            entry = await kv.get(key)
+            entry = await retrying(lambda: kv.get(key))
         except KeyNotFoundError:
             return None
         return json.loads(entry.value) if entry.value else None
 
     async def put(self, bucket: str, key: str, value: Any) -> None:
         kv = await self.bucket(bucket)
-        await kv.put(key, json.dumps(value, default=str).encode())
+        await retrying(lambda: kv.put(key, json.dumps(value, default=str).encode()))
 
     async def entries(self, bucket: str, pattern: str = ">") -> dict[str, Any]:
         """Every key matching `pattern` (NATS wildcards) with its latest value, filtered by the server."""
@@ -279,7 +323,7 @@ class NatsKV:
         kv = await self.bucket(bucket)
         for attempt in range(100):
             try:
-                entry = await kv.get(key)
+                entry = await retrying(lambda: kv.get(key))
                 old, revision = (json.loads(entry.value) if entry.value else None), entry.revision
             except KeyNotFoundError:
                 old, revision = None, None
@@ -287,9 +331,9 @@ class NatsKV:
             payload = json.dumps(new, default=str).encode()
             try:
                 if revision is None:
-                    await kv.create(key, payload)
+                    await retrying(lambda: kv.create(key, payload))
                 else:
-                    await kv.update(key, payload, last=revision)
+                    await retrying(lambda: kv.update(key, payload, last=revision))
                 return new
             except (KeyWrongLastSequenceError, BadRequestError):
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
@@ -300,15 +344,15 @@ class NatsKV:
         kv = await self.bucket(bucket)
         for attempt in range(100):
             try:
-                entry = await kv.get(key)
+                entry = await retrying(lambda: kv.get(key))
                 value, revision = int(entry.value or b"0"), entry.revision
             except KeyNotFoundError:
                 value, revision = 0, None
             try:
                 if revision is None:
-                    await kv.create(key, str(value + 1).encode())
+                    await retrying(lambda: kv.create(key, str(value + 1).encode()))
                 else:
-                    await kv.update(key, str(value + 1).encode(), last=revision)
+                    await retrying(lambda: kv.update(key, str(value + 1).encode(), last=revision))
                 return value + 1
             except (KeyWrongLastSequenceError, BadRequestError):
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
@@ -322,8 +366,8 @@ class NatsWorkQueue:
         self.js = js
 
     async def enqueue(self, delivery: Any) -> None:
-        await self.js.publish(f"sims.send.{delivery.channel.value}", delivery.model_dump_json().encode(),
-                              timeout=5.0, headers={"Nats-Msg-Id": delivery.key})
+        await publish(self.js, f"sims.send.{delivery.channel.value}", delivery.model_dump_json().encode(),
+                      headers={"Nats-Msg-Id": delivery.key})
 
 
 class NatsTimers:
@@ -337,17 +381,17 @@ class NatsTimers:
 
     async def _bucket(self) -> Any:
         if self._kv is None:
-            self._kv = await self.js.key_value(self.BUCKET)
+            self._kv = await retrying(lambda: self.js.key_value(self.BUCKET))
         return self._kv
 
     async def set(self, key: str, due_at: datetime, payload: dict[str, Any]) -> None:
         kv = await self._bucket()
-        await kv.put(key, json.dumps({**payload, "due_at": due_at.isoformat()}).encode())
+        await retrying(lambda: kv.put(key, json.dumps({**payload, "due_at": due_at.isoformat()}).encode()))
 
     async def cancel(self, key: str) -> None:
         kv = await self._bucket()
         try:
-            await kv.delete(key)
+            await retrying(lambda: kv.delete(key))
         except (KeyNotFoundError, BadRequestError):
             pass
 
