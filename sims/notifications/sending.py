@@ -1,0 +1,165 @@
+"""Sending: one work item once, its record and audit; retries, fallback and provider reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sims.directory import Channel
+from sims.messages import Transition, Trigger
+from sims.model import Incident
+from sims.notifications.core import BUCKET, NotificationCore, UnknownMessage, _cause, log
+from sims.notifications.retry import MAX_ATTEMPTS, RateLimiter, Retry, backoff
+from sims.notify import PROVIDER_TOOK, Delivery, Kind, Status, advance, fallback
+from sims.ports import Accepted, DeliveryFailed, OutgoingEmail, OutgoingSms
+from sims.views import TaskExtra
+
+
+class Sending(NotificationCore):
+    async def send(self, delivery: Delivery, attempt: int) -> Status:
+        """Send one work item once; Retry for a transient failure, fallback after a permanent one."""
+        record = await self.kv.get(BUCKET, f"d.{delivery.key}") or {}
+        current = Status(record.get("status", Status.PENDING))
+        if current in PROVIDER_TOOK or current in (Status.FAILED, Status.UNDELIVERED):
+            return current  # a redelivered work item: it was handled already
+        sender = self.senders[delivery.channel]
+        limiter = self.limiters.setdefault(sender.name, RateLimiter(0))
+        await limiter.wait()
+        try:
+            if delivery.channel is Channel.EMAIL:
+                accepted = await sender.send(OutgoingEmail(  # type: ignore[arg-type]
+                    key=delivery.key, to=delivery.to, subject=delivery.subject, text=delivery.body,
+                    html=delivery.html, message_id=f"<{delivery.key}@sims>"))
+            else:
+                to = f"whatsapp:{delivery.to}" if delivery.channel is Channel.WHATSAPP else delivery.to
+                accepted = await sender.send(OutgoingSms(  # type: ignore[arg-type]
+                    key=delivery.key, to=to, body=delivery.body,
+                    status_callback=f"{self.base_url}/hooks/twilio/status"))
+        except DeliveryFailed as failure:
+            return await self._failed(delivery, failure, attempt, record)
+        await self._accepted(delivery, accepted, attempt, record)
+        return Status.ACCEPTED
+
+    async def _accepted(self, delivery: Delivery, accepted: Accepted, attempt: int, record: dict[str, Any]) -> None:
+        now = self.clock.now()
+        if accepted.provider_id.isalnum():
+            await self.kv.put(BUCKET, f"sid.{accepted.provider_id}", delivery.key)
+
+        def merge(old: dict[str, Any] | None) -> dict[str, Any]:
+            old = old or {}
+            status = advance(Status(old.get("status", Status.PENDING)), Status.ACCEPTED)
+            return {**self._record(delivery, old), "status": status.value, "provider": accepted.provider,
+                    "provider_id": accepted.provider_id, "attempts": attempt, "accepted_at": now.isoformat(),
+                    "updated_at": now.isoformat(), "error": None}
+
+        await self.kv.update(BUCKET, f"d.{delivery.key}", merge)
+        await self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims", incident_id=delivery.incident_id,
+                                action="message.accepted", outcome=accepted.provider,
+                                detail={"key": delivery.key, "provider_id": accepted.provider_id, "attempt": attempt})
+        log.debug("message.accepted", key=delivery.key, provider=accepted.provider)
+
+    def _record(self, delivery: Delivery, record: dict[str, Any]) -> dict[str, Any]:
+        return {**record, "key": delivery.key, "incident_id": delivery.incident_id, "kind": delivery.kind.value,
+                "task": delivery.task,
+                "contact_id": delivery.contact_id, "channel": delivery.channel.value, "to": delivery.to,
+                "queued_at": record.get("queued_at") or delivery.created_at.isoformat()}
+
+    async def _failed(self, delivery: Delivery, failure: DeliveryFailed, attempt: int,
+                      record: dict[str, Any]) -> Status:
+        now = self.clock.now().isoformat()
+        final = not failure.transient or attempt >= MAX_ATTEMPTS
+        status = Status.FAILED if final else Status.RETRYING
+        await self.kv.put(BUCKET, f"d.{delivery.key}", {
+            **self._record(delivery, record), "status": status.value, "provider": failure.provider,
+            "attempts": attempt, "error": f"{failure.code}: {failure.message}", "updated_at": now})
+        await self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims", incident_id=delivery.incident_id,
+                                action="message.failed" if final else "message.retrying",
+                                outcome=f"{failure.provider} {failure.code}",
+                                detail={"key": delivery.key, "attempt": attempt, "transient": failure.transient,
+                                        "error": failure.message[:300]})
+        if not final:
+            raise Retry(backoff(attempt, failure.retry_after, base=self.retry_base))
+        log.warning("message.failed", key=delivery.key, code=failure.code, attempts=attempt)
+        await self.fall_back(delivery)
+        return Status.FAILED
+
+    async def fall_back(self, delivery: Delivery) -> Delivery | None:
+        """Queue the same message on the person's next channel, else to their deputy; audit either way."""
+        nxt = fallback(delivery, self.directory)
+        if nxt is None:
+            await self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims", incident_id=delivery.incident_id,
+                                    action="message.unreachable", outcome="no channel or deputy left",
+                                    detail={"key": delivery.key, "tried": list(delivery.tried)})
+            return None
+        contact, channel = nxt
+        incident, _seq, events = await self.incidents.load(delivery.incident_id)
+        revision = delivery.key.rsplit(".", 1)[1]
+        tried = (*delivery.tried, f"{delivery.contact_id}:{delivery.channel.value}")
+        if delivery.kind is Kind.TASK:
+            task = next(t for t in incident.tasks if t.id == delivery.task)
+            extra: Any = TaskExtra(title=task.title, due_at=task.due_at)
+        else:
+            cause = _cause(events, delivery.kind, int(revision) if revision.isdigit() else 1)
+            extra = self._extra(delivery.kind, cause, incident) if cause else None
+        replacement = await self._prepare(incident, delivery.kind, contact, channel, extra, tried, revision,
+                                          task=delivery.task)
+        await self.queue.enqueue(replacement)
+        await self._mark_told(incident.id, [(contact.id, replacement.key)])
+        await self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims", incident_id=delivery.incident_id,
+                                action="message.fallback", outcome=f"{contact.id} by {channel.value}",
+                                detail={"from": delivery.key, "to": replacement.key})
+        return replacement
+
+    # ---- provider reports -----------------------------------------------------------------
+    async def on_status(self, provider_id: str, reported: str, error_code: str | None) -> Status | None:
+        """Record a delivery report; statuses never go backwards; undelivered/failed fall back once."""
+        key = await self.kv.get(BUCKET, f"sid.{provider_id}")
+        if not key:
+            raise UnknownMessage(provider_id)
+        try:
+            status = Status(reported)
+        except ValueError:
+            return None
+        seen: dict[str, Status] = {}
+
+        def merge(old: dict[str, Any] | None) -> dict[str, Any]:
+            old = old or {}
+            seen["current"] = current = Status(old.get("status", Status.ACCEPTED))
+            history = [*old.get("history", []), {"status": reported, "at": self.clock.now().isoformat(),
+                                                 "error_code": error_code}]
+            return {**old, "status": advance(current, status).value, "history": history,
+                    "updated_at": self.clock.now().isoformat()}
+
+        record = await self.kv.update(BUCKET, f"d.{key}", merge)
+        current, new = seen["current"], Status(record["status"])
+        await self.audit.append(chain=f"{record['incident_id']}.{record['contact_id']}", actor="twilio", incident_id=record["incident_id"],
+                                action="message.status", outcome=f"{reported} -> {new.value}",
+                                detail={"key": key, "provider_id": provider_id, "error_code": error_code})
+        if new is not current and new in (Status.UNDELIVERED, Status.FAILED):
+            await self.fall_back(Delivery(key=key, incident_id=record["incident_id"], reference="",
+                                          kind=Kind(record["kind"]), contact_id=record["contact_id"],
+                                          channel=Channel(record["channel"]), to=record["to"],
+                                          created_at=self.clock.now(), task=record.get("task", "")))
+        return new
+
+    async def sweep(self, incidents: list[Incident]) -> list[str]:
+        """Confirm 'notified' for incidents whose every message the providers took (or failed over)."""
+        confirmed = []
+        for incident in incidents:
+            if incident.state.value != "notifying":
+                continue
+            records = await self.deliveries(incident.id)
+            waiting = [r for r in records if Status(r["status"]) in (Status.PENDING, Status.RETRYING)]
+            if records and not waiting:
+                result = await self.incidents.handle(Transition(
+                    command_id=f"notified-{incident.id}", actor="sims", incident=incident.id,
+                    trigger=Trigger.CONFIRM_NOTIFIED, reason=f"{len(records)} message(s) handed to providers"))
+                if result.ok:
+                    confirmed.append(incident.id)
+        return confirmed
+
+
+    async def deliveries(self, incident_id: str) -> list[dict[str, Any]]:
+        """Every message of an incident with its status, for `sims status` and the API."""
+        found = await self.kv.entries(BUCKET, f"d.{incident_id}.>")  # type: ignore[attr-defined]
+        return sorted(found.values(), key=lambda r: (r.get("queued_at", ""), r["key"]))
+
