@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -49,6 +51,35 @@ class MessageBody(_Acting):
     text: str = Field(min_length=1, max_length=600, description="Shareable text only: it goes by SMS.")
 
 
+class ErrorInfo(BaseModel):
+    error: str = Field(description="A stable code: invalid, not_found, conflict, transition_not_allowed, "
+                                   "unauthorized, forbidden, too_large, ...")
+    message: str = Field(description="What went wrong, for a person to act on")
+    problems: list[str] | None = Field(default=None, description="Each invalid field, when the input was invalid")
+
+
+class ErrorBody(BaseModel):
+    """Every refusal SIMS answers: `{"ok": false, "error": {...}}`."""
+
+    ok: bool = Field(False, description="Always false for a refusal")
+    error: ErrorInfo
+
+
+def _refusal(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: _refusal("The command was refused"),
+    401: _refusal("No API token, or an unknown or revoked one"),
+    403: _refusal("The API token does not have the scope this route needs"),
+    404: _refusal("No such incident"),
+    409: _refusal("A conflict: a stale expected_version, or a transition the protocol does not allow now"),
+    413: _refusal("The request body is too large"),
+    422: _refusal("The input is invalid; `error.problems` lists each problem"),
+}
+
+
 def _ids(body: _Acting) -> dict[str, Any]:
     return {k: v for k, v in (("command_id", body.command_id), ("expected_version", body.expected_version)) if v is not None}
 
@@ -60,6 +91,8 @@ class PreviewBody(BaseModel):
     gold: bool = False
 
 
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type", 429: "rate_limited"}
 STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "transition_not_allowed": 409}
 
 
@@ -107,9 +140,7 @@ def create_app(rt: Runtime) -> FastAPI:
         return tokens[0]
 
     app.state.token_store = token_store
-    api = APIRouter(dependencies=[Security(api_guard(rt, token_store))],
-                    responses={401: {"description": "No API token, or an unknown or revoked one"},
-                               403: {"description": "The API token does not have the scope this route needs"}})
+    api = APIRouter(dependencies=[Security(api_guard(rt, token_store))], responses=REFUSALS)
     https = bool(rt is not None and str(rt.settings.base_url).startswith("https://"))
 
     @app.exception_handler(ApiRefused)
@@ -121,6 +152,9 @@ def create_app(rt: Runtime) -> FastAPI:
     from handlers.links import build_router
 
     app.include_router(build_router(rt))
+    from handlers.notify_hook import build_router as notify_receipts
+
+    app.include_router(notify_receipts(rt))  # GOV.UK Notify delivery receipts
     from handlers.console import install as install_console
 
     install_console(app, rt)  # the duty officer's web console (/console), signed-in staff only
@@ -138,11 +172,18 @@ def create_app(rt: Runtime) -> FastAPI:
 
     app.add_middleware(SecurityHeaders, https=https)  # added last: outermost, so every answer has the headers
 
+    @app.exception_handler(RequestValidationError)
     @app.exception_handler(PydanticValidationError)
-    async def invalid(_: Request, exc: PydanticValidationError) -> JSONResponse:
+    async def invalid(_: Request, exc: PydanticValidationError | RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"ok": False, "error": {"error": "invalid", "message": "; ".join(problems),
                                                     "problems": problems}}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_refusal(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "refused")
+        return JSONResponse({"ok": False, "error": {"error": code, "message": str(exc.detail)}},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(SimsError)
     async def sims_error(_: Request, exc: SimsError) -> JSONResponse:
@@ -230,7 +271,8 @@ def create_app(rt: Runtime) -> FastAPI:
     async def preview(body: PreviewBody) -> list[dict[str, Any]]:
         return queries.preview(rt, body.type, body.level, body.ward, body.gold)
 
-    @app.post("/hooks/twilio/status", status_code=204, summary="Twilio status callback (signed)")
+    @app.post("/hooks/twilio/status", status_code=204, summary="Twilio status callback (signed)",
+              responses={403: _refusal("Bad or missing Twilio signature")})
     async def twilio_status(request: Request) -> Response:
         form = {k: str(v) for k, v in (await request.form()).items()}
         token = rt.settings.twilio_auth_token

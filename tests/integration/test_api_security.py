@@ -175,3 +175,27 @@ async def test_link_pages_are_rate_limited_per_address(stack: Stack) -> None:
         assert (await http.get("/healthz")).status_code == 200  # other routes are not limited
     flagged = [r for r in await queries.audit_records(stack.rt) if r["action"] == "link.rate_limited"]
     assert len(flagged) == 1 and flagged[0]["detail"]["address"] == "127.0.0.1"
+
+
+async def test_every_refusal_has_the_documented_shape(worker: Runtime) -> None:
+    """Bad JSON, a missing field, an unknown route: `{ok: false, error: {error, message}}`, as documented."""
+    token = await make_token(worker, "shape", ("read", "raise", "write"))
+    async with client(worker, token) as api:
+        document = (await api.get("/openapi.json")).json()
+        declared = document["paths"]["/api/incidents"]["post"]["responses"]
+        for status in ("400", "401", "403", "404", "409", "422"):
+            assert declared[status]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ErrorBody"
+        assert "HTTPValidationError" not in document["components"]["schemas"]
+
+        before = len((await api.get("/api/incidents")).json())
+        not_json = await api.post("/api/incidents", content=b"{not json", headers={"Content-Type": "application/json"})
+        missing = await api.post("/api/incidents", json={k: v for k, v in RAISE.items() if k != "ward"})
+        no_route = await api.get("/api/nothing-here")
+        for answer, status in ((not_json, 422), (missing, 422), (no_route, 404)):
+            body = answer.json()
+            assert answer.status_code == status, answer.text
+            assert body["ok"] is False and body["error"]["message"], body
+            assert "detail" not in body
+        assert missing.json()["error"]["error"] == "invalid"
+        assert any(p.startswith("body.ward") for p in missing.json()["error"]["problems"])
+        assert len((await api.get("/api/incidents")).json()) == before  # nothing was raised by the bad ones
