@@ -1,0 +1,51 @@
+"""Read side of drills: exercise incidents, and each one's readiness report with the trend. Reads only."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sims import queries, readiness
+from sims.bootstrap import Runtime
+from sims.errors import IncidentNotFound
+from sims.model import Incident
+
+MAX_TREND = 12  # drills compared in the trend (the newest, up to the one reported)
+
+
+async def list_drills(rt: Runtime) -> list[Incident]:
+    """Every exercise incident, newest first."""
+    return [i for i in await queries.list_incidents(rt) if i.exercise]
+
+
+def people(rt: Runtime) -> dict[str, readiness.Person]:
+    """The directory as the report needs it (with `verified_on` where the directory has it)."""
+    return {c.id: readiness.Person(id=c.id, name=c.name, roles=tuple(c.roles),
+                                   verified_on=getattr(c, "verified_on", None))
+            for c in rt.directory.all()}
+
+
+async def deliveries(rt: Runtime, incident_id: str) -> list[dict[str, Any]]:
+    found = await rt.kv.entries("sims_deliveries", f"d.{incident_id}.>")
+    return list(found.values())
+
+
+async def report_for(rt: Runtime, incident: Incident, now: datetime | None = None) -> readiness.ReadinessReport:
+    """One drill's readiness report, from its events (the truth) and its delivery records."""
+    current, _seq, events = await rt.incidents.load(incident.id)
+    return readiness.build(current, events, await deliveries(rt, incident.id), people(rt),
+                           now or datetime.now(timezone.utc))
+
+
+async def drill_report(rt: Runtime, key: str, now: datetime | None = None
+                       ) -> tuple[readiness.ReadinessReport, list[readiness.TrendPoint]]:
+    """The report of the drill `key` (id or reference) and the trend of the drills up to it."""
+    incident_id = await rt.incidents.resolve(key)
+    incident, _seq, _events = await rt.incidents.load(incident_id)
+    if not incident.exercise:
+        raise IncidentNotFound(key)  # a live incident has no readiness report: it is not a drill
+    now = now or datetime.now(timezone.utc)
+    report = await report_for(rt, incident, now)
+    earlier = [d for d in await list_drills(rt) if d.raised_at < incident.raised_at][: MAX_TREND - 1]
+    reports = [report] + [await report_for(rt, d, now) for d in earlier]
+    return report, readiness.trend(reports)
