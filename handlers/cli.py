@@ -371,6 +371,45 @@ def fund_export(incident: str) -> None:
 
 
 @app.command()
+def pack(
+    incident: str = typer.Argument(..., help="Incident id or reference"),
+    audience: str = typer.Option(..., help="gold, csp (Community Safety Partnership board) or owhr (Offensive "
+                                           "Weapons Homicide Review)"),
+    out: Path = typer.Option(..., "--out", help="Where to write the HTML pack"),
+    pdf: Optional[Path] = typer.Option(None, "--pdf", help="Also write the pack as a PDF here"),
+    restricted: bool = typer.Option(False, "--restricted", help="Include restricted details (needs --by; audited)"),
+    by: Optional[str] = typer.Option(None, "--by", help="Who is producing the pack (required with --restricted)"),
+) -> None:
+    """Write a self-contained review pack (HTML, and PDF with --pdf) for the Gold group, CSP board or OWHR."""
+    from sims.adapters.pack_pdf import render_pdf
+    from sims.pack_render import render_html
+    from sims.pack_service import produce
+    from sims.review_pack import Audience, Pack
+
+    if audience not in {a.value for a in Audience}:
+        _fail(f"--audience must be one of: {', '.join(a.value for a in Audience)}", code=2)
+    who = (by or "").strip()
+    if restricted and not who:
+        _fail("--restricted needs --by NAME: say who you are (it goes into the audit trail).", code=2)
+    actor = f"cli:{who or os.environ.get('USER', '-')}"
+
+    async def go(rt: Runtime) -> Pack:
+        return await produce(rt, incident, audience=Audience(audience), may_see_restricted=restricted, by=actor,
+                             via="cli")
+
+    made = _with_runtime(go)
+    settings = _settings()
+    out.write_text(render_html(made, settings.templates_dir, settings.protective_marking), encoding="utf-8")
+    if pdf is not None:
+        pdf.write_bytes(render_pdf(made, settings.protective_marking))
+    typer.secho(f"Wrote {out}{f' and {pdf}' if pdf else ''}: {made.title} for "
+                f"{made.content['incident']['reference']}, restricted details "
+                f"{'included' if restricted else 'not included'}; content sha256 {made.version.content_sha256}",
+                fg=typer.colors.GREEN)
+    typer.echo(f"Audit trail: {made.content['audit']['result']}")
+
+
+@app.command()
 def wards() -> None:
     """The wards of the borough in the protocol."""
     protocol = load_protocol(_settings().protocol)
@@ -618,6 +657,11 @@ def docs() -> None:
 
     for path in write():
         typer.echo(f"Wrote {path}")
+
+
+from handlers.cli_drills import drill_app  # noqa: E402 - its commands use the helpers above
+
+app.add_typer(drill_app, name="drill")
 
 
 def main() -> None:
