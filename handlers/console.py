@@ -269,6 +269,7 @@ def _sign_in_page(con: Console, target: str, status: int = 200, **context: Any) 
 
 def install(app: FastAPI, rt: Runtime) -> None:
     """Add the console's routes and its refusal pages to the app (builds nothing that connects)."""
+    from handlers.console_drills import build_router as drills_router
     from handlers.console_incident import build_router as incident_router
 
     con = Console(rt)
@@ -276,6 +277,7 @@ def install(app: FastAPI, rt: Runtime) -> None:
         rt.extras["console"] = con
     app.include_router(build_router(con))
     app.include_router(incident_router(con))
+    app.include_router(drills_router(con))
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
