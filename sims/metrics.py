@@ -33,8 +33,9 @@ async def snapshot(rt: Any) -> list[Any]:
     for state, count in sorted(Counter(i.state.value for i in live).items()):
         by_state.add_metric([state], count)
 
-    records = [r for k, r in (await rt.kv.entries("sims_deliveries", "d.>")).items()]
     live_ids = {i.id for i in live}
+    records = [r for r in (await rt.kv.entries("sims_deliveries", "d.>")).values()
+               if r.get("incident_id") in live_ids]  # an exercise's messages are not live figures either
     messages = CounterMetricFamily("sims_messages", "Messages by channel, provider and outcome",
                                    labels=["channel", "provider", "outcome"])
     outcome = Counter((r.get("channel", "?"), r.get("provider", "?"),
