@@ -11,6 +11,8 @@ import uvicorn
 
 from handlers.http import create_app
 from handlers.worker import build_broker
+from sims.adapters import jetstream as jsa
+from sims.adapters.nats_auth import access_for, embedded_config, seeds_folder
 from sims.adapters.nats_server import NatsServer
 from sims.bootstrap import Runtime, connect_runtime
 from sims.directory import load_directory
@@ -41,6 +43,42 @@ async def sweep_forever(rt: Runtime, every: float = 1.0, stop: asyncio.Event | N
             log.warning("sweep.failed", error=str(exc))
 
 
+def embedded_auth(settings: Settings) -> str:
+    """The embedded server's authorization block (NKeys generated once under <data>/nats/), unless turned off."""
+    return embedded_config(seeds_folder(settings.data_dir)) if settings.nats_auth else ""
+
+
+async def prepare_nats(settings: Settings, url: str, embedded: bool) -> None:
+    """Create streams, consumers and buckets as admin; with a role's own credentials only check they exist.
+
+    Workers and web processes may not manage streams (see nats_auth); `sims setup` does it for them.
+    """
+    from nats.js.errors import NotFoundError
+
+    from handlers.api_tokens import TokenStore
+    from handlers.auth import UserStore
+
+    if settings.nats_creds and not embedded:
+        nc = await jsa.connect(url, "sims-check", **access_for(settings, "worker").connect_options())
+        try:
+            await nc.jetstream(timeout=5.0).stream_info(jsa.COMMANDS)
+        except NotFoundError:
+            raise SystemExit("The SIMS streams do not exist on this NATS yet: run `sims setup` with the "
+                             "admin credentials (SIMS_NATS_CREDS=admin.nk) first.") from None
+        finally:
+            await nc.close()
+        return
+    nc = await jsa.connect(url, "sims-setup", **access_for(settings, "admin").connect_options())
+    try:
+        js = nc.jetstream(timeout=10.0)
+        replicas = jsa.replicas_for(nc, settings.replicas)
+        await jsa.ensure_topology(js, replicas)
+        await UserStore(js, replicas)._bucket()  # the web may read and write these, never create them
+        await TokenStore(js, replicas)._bucket()
+    finally:
+        await nc.close()
+
+
 async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
                 say: object = print, ready: asyncio.Event | None = None) -> None:
     """Run the chosen parts until SIGINT/SIGTERM, then drain handlers and stop what was started."""
@@ -55,7 +93,7 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
         url = settings.nats_url
         if embedded and not url:
             server = NatsServer(store_dir=settings.data_dir / "jetstream", port=settings.nats_port,
-                                name="sims-embedded")
+                                name="sims-embedded", extra_config=embedded_auth(settings))
             try:
                 server.start()
             except (RuntimeError, TimeoutError) as exc:
@@ -66,11 +104,16 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
             settings.url_file.write_text(url)
             stack.callback(lambda: settings.url_file.unlink(missing_ok=True))
             echo(f"NATS (embedded, JetStream, sync always): {url}  data: {server.store_dir.resolve()}")
+            if settings.nats_auth:
+                echo(f"NATS users: admin, worker, web (NKey seeds in {seeds_folder(settings.data_dir).resolve()}; "
+                     "anonymous connections refused)")
         elif not url:
             raise SystemExit("Set SIMS_NATS_URL to the NATS server to use (or run `sims up`).")
         else:
             echo(f"NATS: {url}")
+        await prepare_nats(settings, url, embedded)
         rt = await connect_runtime(settings, url, "sims-" + ("up" if embedded else "worker" if worker else "web"),
+                                   role="worker" if worker else "web", setup=False,
                                    protocol=protocol, directory=directory)
         stack.push_async_callback(rt.close)
         if worker:
@@ -90,7 +133,12 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
 
             stack.push_async_callback(stop_sweeper)
         if web:
-            config = uvicorn.Config(create_app(rt), host=settings.http_host, port=settings.http_port,
+            web_rt = rt
+            if worker:  # one process, two NATS users: the web part connects as `web`
+                web_rt = await connect_runtime(settings, url, "sims-web", role="web", setup=False,
+                                               protocol=protocol, directory=directory)
+                stack.push_async_callback(web_rt.close)
+            config = uvicorn.Config(create_app(web_rt), host=settings.http_host, port=settings.http_port,
                                     log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
             server_http = uvicorn.Server(config)
             server_http.install_signal_handlers = lambda: None  # type: ignore[method-assign]

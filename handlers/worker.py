@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -14,7 +15,8 @@ from pydantic import ValidationError
 from sims.adapters import jetstream as jsa
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime
-from sims.messages import COMMAND_ADAPTER, MAX_COMMAND_BYTES, Command, Event
+from sims.errors import WrongChannel
+from sims.messages import COMMAND_ADAPTER, MAX_COMMAND_BYTES, Command, Event, is_acknowledgement
 from sims.notifications import MAX_ATTEMPTS, Retry, UnknownMessage
 from sims.notify import Delivery, Status
 
@@ -46,22 +48,30 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
     """A broker whose subscribers call `rt`'s services; nothing connects until it is started."""
     quiet = logging.getLogger("sims.faststream")
     quiet.setLevel(logging.WARNING)
-    broker = NatsBroker(jsa.servers(url), max_reconnect_attempts=-1, logger=quiet, log_level=logging.DEBUG)
+    security = rt.access.broker_security() if rt.access else None
+    broker = NatsBroker(jsa.servers(url), max_reconnect_attempts=-1, logger=quiet, log_level=logging.DEBUG,
+                        security=security)
     stream = JStream(name=jsa.COMMANDS, declare=False)
 
+    @broker.subscriber(jsa.ACK_SUBJECT, stream=stream, durable=jsa.ACK_CONSUMER,
+                       pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.NACK_ON_ERROR,
+                       title="acknowledgements",
+                       description="Acknowledgements and task actions from people (links, SMS, console, API); "
+                                   "only the web's NATS user may publish here.")
     @broker.subscriber(jsa.CMD_SUBJECT, stream=stream, durable=jsa.COMMAND_CONSUMER,
                        pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.NACK_ON_ERROR,
                        title="incident-commands",
                        description="Applies commands (raise, update, transition) to incidents.")
     async def on_command(msg: NatsMessage) -> None:
         raw = msg.body
+        person_channel = msg.raw_message.subject == jsa.ACK_SUBJECT
         command, error = bad_input(raw)
         if command is None:
             assert error is not None
             await dead_letter(rt, jsa.DLQ_COMMANDS, raw, error, "stream")
             return
         with structlog.contextvars.bound_contextvars(command_id=command.command_id):
-            result = await rt.incidents.handle(command)
+            result = await rt.incidents.handle(command, person_channel=person_channel)
             if result.dead_letter:
                 await dead_letter(rt, jsa.DLQ_COMMANDS, raw, result.error or {}, "stream")
             await rt.nc.publish(jsa.reply_subject(command.command_id), result.model_dump_json().encode())
@@ -75,6 +85,9 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
             assert error is not None
             await dead_letter(rt, jsa.DLQ_INTAKE, raw, error, "nats-request")
             return {"ok": False, "error": error}
+        if is_acknowledgement(command):  # the worker may not publish on the acknowledgement subject
+            return {"ok": False, "command_id": command.command_id, "kind": command.kind,
+                    "error": WrongChannel(command.kind).to_dict()}
         return await submit(rt.nc, rt.js, rt.kv, command, rt.settings.command_timeout)
 
     events = JStream(name=jsa.EVENTS, declare=False)
@@ -108,6 +121,24 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
                               {"error": "unknown_message", "message": "Report for a message SIMS did not send."}, "twilio")
         await msg.ack()
 
+    @broker.subscriber(jsa.AUDIT_NOTE_SUBJECT, stream=stream, durable=jsa.AUDIT_NOTE_CONSUMER,
+                       pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.NACK_ON_ERROR,
+                       title="audit-notes",
+                       description="System audit records the web asks for (sign-ins, refusals); the web may not "
+                                   "write the audit stream itself.")
+    async def on_audit_note(msg: NatsMessage) -> None:
+        note = json.loads(msg.body)
+        if note.get("chain") != "system":  # the web writes only the system chain
+            await dead_letter(rt, jsa.DLQ_INTAKE, msg.body, {"error": "invalid", "message": "Audit notes from "
+                              "the web may only go to the system chain."}, "audit-note")
+            return
+        await rt.audit.append(chain="system", actor=str(note["actor"]), incident_id=note.get("incident_id"),
+                              action=str(note["action"]), outcome=str(note["outcome"]),
+                              detail={**(note.get("detail") or {}), "via": "web", "note": note.get("id")},
+                              at=datetime.fromisoformat(note["at"]))
+
+    @broker.subscriber(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{jsa.COMMANDS}.{jsa.ACK_CONSUMER}",
+                       title="acknowledgement-max-deliveries", include_in_schema=False)
     @broker.subscriber(ADVISORY, title="command-max-deliveries", include_in_schema=False)
     async def on_exhausted(msg: NatsMessage) -> None:
         advisory = json.loads(msg.body)

@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from sims.adapters import jetstream as jsa
+from sims.adapters.nats_auth import NatsAccess, RelayedAuditLog, access_for
 from sims.config import Settings
 from sims.directory import Channel, Directory, load_directory
 from sims.fund_service import FundService
@@ -39,6 +40,7 @@ class Runtime:
     directory: Directory
     notifications: NotificationService
     extras: dict[str, object] = field(default_factory=dict)
+    access: NatsAccess | None = None  # the credentials and TLS this runtime connected with
 
     async def close(self) -> None:
         for sender in {id(s): s for s in self.notifications.senders.values()}.values():
@@ -87,14 +89,22 @@ def build_senders(settings: Settings) -> dict[Channel, object]:
 
 
 async def connect_runtime(settings: Settings, url: str, name: str, protocol: ProtocolConfig | None = None,
-                          setup: bool = True, directory: Directory | None = None) -> Runtime:
-    """Connect to NATS at `url`, create the topology if asked, and wire the services."""
+                          setup: bool = True, directory: Directory | None = None, role: str = "admin",
+                          access: NatsAccess | None = None) -> Runtime:
+    """Connect to NATS at `url` as `role` (admin, worker, web), create the topology if asked, wire the services.
+
+    Credentials: `access`, else SIMS_NATS_CREDS / the role's seed under the data folder (see nats_auth).
+    A `web` runtime sends its audit records to the worker (it may not write the audit stream).
+    """
     protocol = protocol or load_protocol(settings.protocol)
-    nc = await jsa.connect(url, name)
+    access = access or access_for(settings, role)
+    nc = await jsa.connect(url, name, **access.connect_options())
     js = nc.jetstream(timeout=10.0)
     if setup:
         await jsa.ensure_topology(js, jsa.replicas_for(nc, settings.replicas))
     store, audit, kv = jsa.NatsEventStore(js), jsa.NatsAuditLog(js), jsa.NatsKV(js)
+    if role == "web":
+        audit = RelayedAuditLog(audit)  # type: ignore[assignment]
     clock = SystemClock()
     directory = directory or load_directory(settings.contacts_dir, protocol)
     incidents = IncidentService(store=store, audit=audit, kv=kv, protocol=protocol, clock=clock, directory=directory,
@@ -112,4 +122,4 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
     incidents.on_fund_submitted = notifications.fund_submitted
     incidents.on_fund_changed = notifications.fund_deadlines
     return Runtime(settings=settings, protocol=protocol, nc=nc, js=js, store=store, audit=audit, kv=kv,
-                   incidents=incidents, directory=directory, notifications=notifications)
+                   incidents=incidents, directory=directory, notifications=notifications, access=access)

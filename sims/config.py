@@ -19,6 +19,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".sims"), description="Embedded NATS store, outbox, secrets.")
     nats_url: str | None = Field(None, description="Use this NATS; unset: `sims up` starts one embedded.")
     nats_port: int = Field(4222, description="Port of the embedded nats-server (0: a free one).")
+    nats_auth: bool = Field(True, description="The embedded server refuses anonymous connections: one NKey per "
+                            "role (admin, worker, web) is generated under <data>/nats/ on first start.")
+    nats_creds: Path | None = Field(None, description="NKey seed file (or JWT .creds) this process connects with; "
+                                    "unset: the role's seed under <data>/nats/ if there is one.")
+    nats_tls_ca: Path | None = Field(None, description="CA that signed the NATS server's certificate (TLS).")
+    nats_tls_cert: Path | None = Field(None, description="Client certificate, when the server verifies clients.")
+    nats_tls_key: Path | None = Field(None, description="Key of the client certificate.")
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     public_base_url: str | None = Field(None, description="Public base of every link SIMS sends.")

@@ -31,6 +31,17 @@ class ConfigError(ValidationFailed):
     code = "config_invalid"
 
 
+class WrongChannel(ValidationFailed):
+    """A command that speaks for a person (acknowledgement, task action) came by another subject."""
+
+    code = "wrong_channel"
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"A {kind!r} command is accepted only from a person's link, SMS reply, the console or "
+                         "the API (the acknowledgement subject); it was not applied.")
+
+
 class TransitionNotAllowed(SimsError):
     """The protocol does not allow `trigger` in `state`."""
 

@@ -243,3 +243,12 @@ def state_of(event: Event) -> State | None:
 
 def parse_time(value: str) -> datetime:
     return TypeAdapter(UtcDateTime).validate_python(value)
+
+
+def is_acknowledgement(command: object) -> bool:
+    """A command that speaks for a person (an acknowledgement or a task action).
+
+    These travel only on the acknowledgement subject, which the worker's NATS user cannot publish
+    to, so a compromised worker cannot forge one.
+    """
+    return isinstance(command, (Acknowledge, ActOnTask))

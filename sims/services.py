@@ -15,7 +15,7 @@ import structlog
 from pydantic import BaseModel
 
 from sims import protocol, tasks
-from sims.errors import Conflict, IncidentNotFound, SimsError, ValidationFailed
+from sims.errors import Conflict, IncidentNotFound, SimsError, ValidationFailed, WrongChannel
 from sims.messages import (
     FUND_COMMANDS,
     Acknowledge,
@@ -30,6 +30,7 @@ from sims.messages import (
     SendUpdate,
     Transition,
     UpdateIncident,
+    is_acknowledgement,
 )
 from sims.model import Incident
 from sims.ports import AuditLog, Clock, EventStore, KeyValue, StaleSequence
@@ -145,8 +146,12 @@ class IncidentService:
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
 
-    async def handle(self, command: Command) -> Result:
-        """Apply one command exactly once; a repeated command id returns the first result."""
+    async def handle(self, command: Command, *, person_channel: bool = True) -> Result:
+        """Apply one command exactly once; a repeated command id returns the first result.
+
+        `person_channel` is False when the command came by a subject other than the acknowledgement
+        subject; an acknowledgement or task action is then refused (a worker cannot forge one).
+        """
         previous = await self.kv.get("sims_results", command.command_id)
         if previous is not None:
             return Result.model_validate(previous)
@@ -154,6 +159,8 @@ class IncidentService:
         if isinstance(command, FUND_COMMANDS):
             return await self._fund(command, log_)
         try:
+            if is_acknowledgement(command) and not person_channel:
+                raise WrongChannel(command.kind)
             incident, events = await self._apply(command)
         except SimsError as exc:
             known = await self._known(getattr(command, "incident", None))

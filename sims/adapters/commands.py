@@ -13,8 +13,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from sims.adapters.jetstream import CMD_SUBJECT, NatsKV, publish, reply_subject
-from sims.messages import Command
+from sims.adapters.jetstream import ACK_SUBJECT, CMD_SUBJECT, NatsKV, publish, reply_subject
+from sims.messages import Command, is_acknowledgement
 
 
 async def submit(nc: NATS, js: JetStreamContext, kv: NatsKV, command: Command,
@@ -25,7 +25,8 @@ async def submit(nc: NATS, js: JetStreamContext, kv: NatsKV, command: Command,
         return dict(done)
     sub = await nc.subscribe(reply_subject(command.command_id), max_msgs=1)
     try:
-        await publish(js, CMD_SUBJECT, command.model_dump_json().encode(),
+        subject = ACK_SUBJECT if is_acknowledgement(command) else CMD_SUBJECT
+        await publish(js, subject, command.model_dump_json().encode(),
                       headers={"Nats-Msg-Id": command.command_id})
         try:
             msg = await sub.next_msg(timeout=timeout)

@@ -53,6 +53,10 @@ COMMANDS, EVENTS, AUDIT, DEAD = "SIMS_COMMANDS", "SIMS_EVENTS", "SIMS_AUDIT", "S
 OUTBOX = "SIMS_OUTBOX"
 CMD_SUBJECT = "sims.cmd.incident"
 STATUS_SUBJECT = "sims.cmd.delivery"
+ACK_SUBJECT = "sims.cmd.ack"  # acknowledgements and task actions: only the web role may publish here
+ACK_CONSUMER = "acknowledgements"
+AUDIT_NOTE_SUBJECT = "sims.cmd.audit"  # audit records the web asks the worker to append
+AUDIT_NOTE_CONSUMER = "audit-notes"
 STATUS_CONSUMER = "delivery-status"
 NOTIFIER = "notifier"
 SEND_CONSUMERS = {"sms": "sender-sms", "email": "sender-email", "whatsapp": "sender-whatsapp"}
@@ -78,14 +82,14 @@ def reply_subject(command_id: str) -> str:
     return f"sims.reply.{command_id}"
 
 
-async def connect(url: str, name: str) -> NATS:
-    """Connect with reconnects forever (a worker outlives a NATS restart)."""
+async def connect(url: str, name: str, **options: Any) -> NATS:
+    """Connect with reconnects forever (a worker outlives a NATS restart); `options`: credentials, TLS."""
     async def _error(exc: Exception) -> None:
         import structlog
         structlog.get_logger().warning("nats.error", error=str(exc))
 
     return await nats.connect(servers(url), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                              error_cb=_error)
+                              error_cb=_error, **options)
 
 
 def servers(url: str) -> list[str]:
@@ -151,6 +155,10 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
         durable_name=COMMAND_CONSUMER, ack_policy=AckPolicy.EXPLICIT, max_deliver=MAX_DELIVER,
         ack_wait=30.0, deliver_policy=DeliverPolicy.ALL, filter_subject=CMD_SUBJECT, max_ack_pending=1000,
     ))
+    for durable, subject in ((ACK_CONSUMER, ACK_SUBJECT), (AUDIT_NOTE_CONSUMER, AUDIT_NOTE_SUBJECT)):
+        await js.add_consumer(COMMANDS, ConsumerConfig(
+            durable_name=durable, ack_policy=AckPolicy.EXPLICIT, max_deliver=MAX_DELIVER, ack_wait=30.0,
+            deliver_policy=DeliverPolicy.ALL, filter_subject=subject, max_ack_pending=1000))
     await js.add_consumer(COMMANDS, ConsumerConfig(
         durable_name=STATUS_CONSUMER, ack_policy=AckPolicy.EXPLICIT, max_deliver=MAX_DELIVER, ack_wait=30.0,
         filter_subject=STATUS_SUBJECT, max_ack_pending=1000))

@@ -1,0 +1,205 @@
+"""NATS users (NKeys), what each may publish and subscribe to, TLS, and how a process connects.
+
+Three roles:
+  admin   the CLI, stream and bucket setup: everything.
+  worker  applies commands, writes events and audit records, sends messages; may not publish
+          acknowledgements (`sims.cmd.ack`), touch console users or API tokens, or manage streams.
+  web     HTTP API, console, link pages: publishes commands and reads; may not write events,
+          audit records (its audit notes go through `sims.cmd.audit`), KV state other than console
+          users and API tokens, pull work, ack messages, or manage streams.
+
+The embedded server (`sims up`) gets an `authorization` block built from these, with one NKey per
+role generated on first start under `<data>/nats/` (seed files 0600); nothing is anonymous.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sims.adapters.jetstream import ACK_SUBJECT, AUDIT_NOTE_SUBJECT
+
+ROLES = ("admin", "worker", "web")
+JS = "$JS.API"
+
+# Streams whose work only the worker takes: no other role may make consumers on them or pull from them.
+_WORK_STREAMS = ("SIMS_COMMANDS", "SIMS_OUTBOX")
+_STREAM_ADMIN = [f"{JS}.STREAM.{op}.*" for op in ("CREATE", "UPDATE", "DELETE", "PURGE")]
+_READ = [f"{JS}.INFO", f"{JS}.STREAM.INFO.*", f"{JS}.STREAM.NAMES", f"{JS}.STREAM.LIST", f"{JS}.STREAM.MSG.GET.*",
+         f"{JS}.DIRECT.GET.>", f"{JS}.CONSUMER.INFO.*.*", f"{JS}.CONSUMER.CREATE.*", f"{JS}.CONSUMER.CREATE.*.>",
+         f"{JS}.CONSUMER.DELETE.*.*", "$JS.FC.>"]
+_DURABLES = ("SIMS_COMMANDS.*", "SIMS_OUTBOX.*", "SIMS_EVENTS.notifier")
+
+PERMISSIONS: dict[str, dict[str, dict[str, list[str]]]] = {
+    "admin": {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}},
+    "worker": {
+        "publish": {
+            "allow": ["sims.cmd.incident", "sims.evt.>", "sims.audit.>", "sims.send.>", "sims.dlq.>",
+                      "sims.reply.>", "_INBOX.>", "$JS.ACK.>", "$KV.>", *_READ,
+                      f"{JS}.CONSUMER.>", f"{JS}.STREAM.MSG.DELETE.SIMS_COMMANDS"],
+            "deny": [ACK_SUBJECT, AUDIT_NOTE_SUBJECT, "sims.cmd.delivery", "$KV.sims_users.>",
+                     "$KV.sims_api_tokens.>", *_STREAM_ADMIN],
+        },
+        "subscribe": {"allow": ["_INBOX.>", "sims.reply.>", "sims.api.command", "$JS.EVENT.ADVISORY.>"]},
+    },
+    "web": {
+        "publish": {
+            "allow": ["sims.cmd.incident", "sims.cmd.delivery", ACK_SUBJECT, AUDIT_NOTE_SUBJECT,
+                      "$KV.sims_users.>", "$KV.sims_api_tokens.>", *_READ],
+            "deny": ["sims.evt.>", "sims.audit.>", "sims.send.>", "sims.dlq.>", "sims.reply.>", "$JS.ACK.>",
+                     *_STREAM_ADMIN, f"{JS}.STREAM.MSG.DELETE.*", f"{JS}.CONSUMER.MSG.NEXT.>",
+                     f"{JS}.CONSUMER.DURABLE.CREATE.>",
+                     *(f"{JS}.CONSUMER.CREATE.{s}" for s in _WORK_STREAMS),
+                     *(f"{JS}.CONSUMER.CREATE.{s}.>" for s in _WORK_STREAMS),
+                     *(f"{JS}.CONSUMER.DELETE.{d}" for d in _DURABLES)],
+        },
+        "subscribe": {"allow": ["_INBOX.>", "sims.reply.>"]},
+    },
+}
+
+
+def new_seed() -> bytes:
+    """A fresh NKey user seed (`SU...`)."""
+    import nkeys
+
+    return bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
+
+
+def public_key(seed: bytes) -> str:
+    """The user's public NKey (`U...`) for a seed."""
+    import nkeys
+
+    return str(nkeys.from_seed(bytearray(seed.strip())).public_key.decode())
+
+
+def ensure_seeds(folder: Path) -> dict[str, Path]:
+    """One seed file per role under `folder` (0700), each 0600; made on first call, then reused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    paths = {}
+    for role in ROLES:
+        path = folder / f"{role}.nk"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(new_seed() + b"\n")
+        path.chmod(0o600)
+        paths[role] = path
+    return paths
+
+
+def authorization_config(users: dict[str, str]) -> str:
+    """The server's `authorization` block: role -> public NKey, with that role's permissions.
+
+    No `no_auth_user`, so a connection without a known key is refused.
+    """
+    entries = [{"nkey": key, "permissions": PERMISSIONS[role]} for role, key in users.items()]
+    return "authorization " + json.dumps({"users": entries}, indent=2) + "\n"
+
+
+def tls_config(cert: Path, key: Path, ca: Path | None = None, verify: bool = False, timeout: float = 2.0) -> str:
+    """A server `tls` block: clients must speak TLS (plaintext is refused); `verify` also wants their cert."""
+    block: dict[str, Any] = {"cert_file": str(cert), "key_file": str(key), "timeout": timeout}
+    if ca:
+        block["ca_file"] = str(ca)
+    if verify:
+        block["verify"] = True
+    return "tls " + json.dumps(block, indent=2) + "\n"
+
+
+def embedded_config(folder: Path) -> str:
+    """Generate (once) the roles' seeds under `folder` and return the server's authorization block."""
+    seeds = ensure_seeds(folder)
+    return authorization_config({role: public_key(path.read_bytes()) for role, path in seeds.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class NatsAccess:
+    """How one process proves who it is to NATS: an NKey seed or a `.creds` file, and TLS files."""
+
+    creds: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def is_jwt(self) -> bool:
+        return bool(self.creds and "BEGIN NATS USER JWT" in self.creds.read_text())
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not (self.tls_ca or self.tls_cert):
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.tls_ca) if self.tls_ca else None)
+        if self.tls_cert:
+            context.load_cert_chain(str(self.tls_cert), str(self.tls_key) if self.tls_key else None)
+        return context
+
+    def connect_options(self) -> dict[str, Any]:
+        """Keyword arguments for `nats.connect`."""
+        options: dict[str, Any] = {}
+        if self.creds:
+            options["user_credentials" if self.is_jwt else "nkeys_seed"] = str(self.creds)
+        if (context := self.ssl_context()) is not None:
+            options["tls"] = context
+        return options
+
+    def broker_security(self) -> Any:
+        """The same for a FastStream `NatsBroker` (`security=`), or None."""
+        from faststream.nats.security import NatsCredentials, NatsNKey, NatsSecurity
+
+        context = self.ssl_context()
+        tls = {"ssl_context": context, "use_ssl": True} if context else {}
+        if self.creds:
+            return (NatsCredentials.from_file(self.creds, **tls) if self.is_jwt
+                    else NatsNKey.from_file(self.creds, **tls))
+        return NatsSecurity(**tls) if context else None
+
+
+def seeds_folder(data_dir: Path) -> Path:
+    return data_dir / "nats"
+
+
+def access_for(settings: Any, role: str) -> NatsAccess:
+    """SIMS_NATS_CREDS if set, else the role's seed that `sims up` generated in the data folder (if any)."""
+    creds = settings.nats_creds
+    if creds is None:
+        own = seeds_folder(settings.data_dir) / f"{role}.nk"
+        creds = own if own.exists() else None
+    return NatsAccess(creds=creds, tls_ca=settings.nats_tls_ca, tls_cert=settings.nats_tls_cert,
+                      tls_key=settings.nats_tls_key)
+
+
+class RelayedAuditLog:
+    """The web's audit log: reads like `NatsAuditLog`; appends go to `sims.cmd.audit` for the worker.
+
+    The web's NATS user may not publish on `sims.audit.>`, so its records (sign-ins, refusals) are
+    notes that the worker appends to the `system` chain.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.js = inner.js
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def append(self, *, chain: str, actor: str, incident_id: str | None, action: str, outcome: str,
+                     detail: dict[str, Any] | None = None, at: Any = None) -> Any:
+        import uuid
+        from datetime import datetime, timezone
+
+        from sims.adapters.jetstream import publish
+        from sims.audit import GENESIS, seal
+
+        at = at or datetime.now(timezone.utc)
+        note_id = uuid.uuid4().hex
+        body = {"id": note_id, "chain": chain, "actor": actor, "incident_id": incident_id, "action": action,
+                "outcome": outcome, "detail": detail, "at": at.isoformat()}
+        await publish(self.js, AUDIT_NOTE_SUBJECT, json.dumps(body, default=str).encode(),
+                      {"Nats-Msg-Id": f"note-{note_id}"})
+        return seal(chain=chain, index=0, prev=GENESIS, at=at, actor=actor, incident_id=incident_id,
+                    action=action, outcome=outcome, detail=detail)  # provisional: the worker's copy is the record
