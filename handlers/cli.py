@@ -13,6 +13,7 @@ from typing import Any, Optional, TypeVar
 
 import typer
 
+from handlers.progress import progress
 from sims import queries
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime, connect_runtime
@@ -527,7 +528,8 @@ def audit_export(incident: str, format: str = typer.Option("jsonl", help="jsonl 
         _fail("--format must be jsonl or csv", code=2)
 
     async def go(rt: Runtime) -> list[dict[str, Any]]:
-        return await queries.audit_records(rt, incident)
+        with progress(f"Reading the audit trail of {incident}") as tick:
+            return await queries.audit_records(rt, incident, on_record=tick)
 
     records = _with_runtime(go)
     text = queries.to_jsonl(records) if format == "jsonl" else queries.to_csv(records)
@@ -544,12 +546,32 @@ def audit_verify(file: Optional[Path] = typer.Argument(None, help="An exported f
     if file is not None:
         records = queries.parse_export(file.read_text(encoding="utf-8"))
     else:
-        records = _with_runtime(lambda rt: queries.audit_records(rt))
+        async def read(rt: Runtime) -> list[dict[str, Any]]:
+            with progress("Reading the audit trail", total=await queries.audit_size(rt)) as tick:
+                return await queries.audit_records(rt, on_record=tick)
+
+        records = _with_runtime(read)
     verdict = queries.verify_records(records)
     if verdict.ok:
         typer.secho(verdict.describe(), fg=typer.colors.GREEN)
     else:
         _fail(verdict.describe(), code=3)
+
+
+@app.command()
+def replay() -> None:
+    """Rebuild every incident's stored state from its events (after restoring a backup, say)."""
+
+    async def go(rt: Runtime) -> int:
+        ids = await queries.incident_ids(rt)
+        with progress("Replaying incidents from their events", total=len(ids)) as tick:
+            for incident_id in ids:
+                await rt.incidents.reproject(incident_id)
+                tick(1)
+        return len(ids)
+
+    count = _with_runtime(go)
+    typer.secho(f"Rebuilt {count} incident(s) from their events.", fg=typer.colors.GREEN)
 
 
 users_app = typer.Typer(help="Staff who sign in to the web console (/console).", no_args_is_help=True)

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from sims import protocol
 from sims.audit import Verdict, verify
@@ -42,11 +42,33 @@ async def incident_with_timeline(rt: Runtime, key: str) -> tuple[Incident, list[
     return incident, timeline
 
 
-async def audit_records(rt: Runtime, key: str | None = None) -> list[dict[str, Any]]:
+async def audit_records(rt: Runtime, key: str | None = None,
+                        on_record: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """An incident's audit records (or every record); `on_record(1)` after each, for progress."""
     chain = await rt.incidents.resolve(key) if key else None
     if chain:
         _ = await rt.incidents.load(chain)  # IncidentNotFound for an unknown incident
-    return [record async for record in rt.audit.records(chain)]
+    records = []
+    async for record in rt.audit.records(chain):
+        records.append(record)
+        if on_record is not None:
+            on_record(1)
+    return records
+
+
+async def audit_size(rt: Runtime) -> int:
+    """How many audit records are stored (every chain): the total for a progress bar."""
+    from sims.adapters.jetstream import AUDIT
+
+    return int((await rt.js.stream_info(AUDIT)).state.messages)
+
+
+async def incident_ids(rt: Runtime) -> list[str]:
+    """Every incident with events, from the event stream's subjects (the truth, not the projection)."""
+    from sims.adapters.jetstream import EVENTS
+
+    info = await rt.js.stream_info(EVENTS, subjects_filter="sims.evt.>")
+    return sorted(subject.removeprefix("sims.evt.") for subject in (info.state.subjects or {}))
 
 
 def preview(rt: Runtime, type_: str, level: str, ward: str, gold: bool = False) -> list[dict[str, Any]]:

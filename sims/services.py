@@ -224,9 +224,19 @@ class IncidentService:
                 await self.audit.append(chain=incident.id, actor=event.actor, incident_id=incident.id,
                                         action="transition", outcome=f"{event.data['from']} -> {event.data['to']}",
                                         detail={"trigger": event.data["trigger"], "reason": event.data["reason"]})
+        await self._project(incident)
+
+    async def _project(self, incident: Incident) -> None:
         await self.kv.put("sims_incidents", incident.id, incident.model_dump(mode="json"))
 
-    async def _apply(self, command: Command) -> tuple[Incident, list[Event]]:
+    async def reproject(self, incident_id: str) -> Incident:
+        """Rebuild one incident's stored projection from its events (after a restore, or a new field)."""
+        incident, seq, _events = await self.load(incident_id)
+        await self._project(incident)
+        self._remember(incident, seq)
+        return incident
+
+    async def _apply(self, command: Command | ErasePersonalData) -> tuple[Incident, list[Event]]:
         if isinstance(command, RaiseIncident):
             return await self._raise(command)
         incident_id = await self.resolve(command.incident)
