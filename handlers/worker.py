@@ -48,7 +48,7 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
     """A broker whose subscribers call `rt`'s services; nothing connects until it is started."""
     quiet = logging.getLogger("sims.faststream")
     quiet.setLevel(logging.WARNING)
-    security = rt.access.broker_security() if rt.access else None
+    security = rt.access.broker_security() if rt is not None and rt.access else None
     broker = NatsBroker(jsa.servers(url), max_reconnect_attempts=-1, logger=quiet, log_level=logging.DEBUG,
                         security=security)
     stream = JStream(name=jsa.COMMANDS, declare=False)
