@@ -24,10 +24,11 @@ from markupsafe import Markup, escape
 
 from handlers import auth
 from handlers.auth import Need, Session
-from handlers.console_board import BoardFeed, board_rows
+from handlers.console_board import BoardFeed, board_rows, supplier_rows
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime, keyring
 
+LIVE_SPLIT = "\n<!-- suppliers -->\n"
 PAGES = Path(__file__).resolve().parent.parent / "templates" / "pages"
 COOKIE, SIGNIN_COOKIE = "sims_session", "sims_signin"
 HEADERS = {
@@ -69,7 +70,7 @@ class Console:
                                 label=lambda v: str(v).replace("_", " "),
                                 local_time_iso=lambda v: self._local_time(datetime.fromisoformat(v)))
         self.limiter = auth.SignInLimiter()
-        self.feed = BoardFeed(self.board_html)
+        self.feed = BoardFeed(self.live_html)
         self._keys: list[bytes] | None = None
         self._users: auth.UserStore | None = None
 
@@ -146,6 +147,13 @@ class Console:
         rows = await board_rows(self.rt)
         return self.env.get_template("console/_board_rows.html").render(rows=rows)
 
+    async def suppliers_html(self) -> str:
+        return self.env.get_template("console/_suppliers.html").render(suppliers=await supplier_rows(self.rt))
+
+    async def live_html(self) -> str:
+        """What the live board pushes: the incident rows, then the suppliers panel (split on LIVE_SPLIT)."""
+        return await self.board_html() + LIVE_SPLIT + await self.suppliers_html()
+
 
 def _safe_next(target: str) -> str:
     safe = target.startswith("/console") and "//" not in target and "\\" not in target
@@ -205,6 +213,7 @@ def build_router(con: Console) -> APIRouter:
     async def board(request: Request, queued: str = "") -> HTMLResponse:
         session = await con.require(request, Need.VIEW)
         return con.page("board.html", session, rows_html=Markup(await con.board_html()),
+                        suppliers_html=Markup(await con.suppliers_html()),
                         notice="The incident was accepted and queued; it will appear here shortly." if queued else "")
 
     @router.get("/console/events")
@@ -222,8 +231,10 @@ def build_router(con: Console) -> APIRouter:
                     if html is None:
                         yield ": keep-alive\n\n"
                     else:
-                        data = "".join(f"data: {line}\n" for line in html.splitlines())
-                        yield f"event: board\n{data}\n"
+                        rows, _, suppliers = html.partition(LIVE_SPLIT)
+                        for name, part in (("board", rows), ("suppliers", suppliers)):
+                            data = "".join(f"data: {line}\n" for line in part.splitlines()) or "data: \n"
+                            yield f"event: {name}\n{data}\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

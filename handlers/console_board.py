@@ -61,6 +61,12 @@ async def board_rows(rt: Runtime) -> list[dict[str, Any]]:
     return [row(incident, deliveries, now) for incident, deliveries in zip(incidents, found)]
 
 
+async def supplier_rows(rt: Runtime) -> list[dict[str, Any]]:
+    """Each channel's suppliers in order with their state, as the workers last reported it (KV)."""
+    found = await rt.kv.entries("sims_deliveries", "supplier.>")
+    return sorted(found.values(), key=lambda s: (str(s.get("channel")), int(s.get("order", 0))))
+
+
 class BoardFeed:
     """Polls the board about once a second while anyone listens; every listener gets each change."""
 

@@ -88,6 +88,52 @@ def build_senders(settings: Settings) -> dict[Channel, object]:
     return {Channel.SMS: sms, Channel.WHATSAPP: sms, Channel.EMAIL: email}
 
 
+async def with_suppliers(settings: Settings, senders: dict[Channel, object], *, audit: object, kv: object,
+                         clock: object) -> dict[Channel, object]:
+    """SIMS_SMS_PROVIDERS / SIMS_EMAIL_PROVIDERS: each channel's suppliers, in order, behind one failover sender.
+
+    WhatsApp stays on Twilio alone (Notify does not send it). Names: the channel's own supplier
+    (twilio / smtp, or the outbox) and notify.
+    """
+    if not (settings.sms_providers.strip() or settings.email_providers.strip()):
+        return senders
+    from sims.adapters import govuk_notify as gn
+    from sims.adapters.failover_sender import FailoverSender
+    from sims.failover import IdenticalTextGuard, Policy
+
+    policy = Policy(failures_to_trip=settings.failover_failures,
+                    cool_down=timedelta(seconds=settings.failover_cool_down))
+    apis: list[gn.NotifyApi] = []
+
+    def notify(channel: Channel) -> object:
+        template = settings.notify_sms_template_id if channel is Channel.SMS else settings.notify_email_template_id
+        if not settings.notify_api_key or not template:
+            raise ValueError(f"the notify {channel.value} supplier needs SIMS_NOTIFY_API_KEY and "
+                             f"SIMS_NOTIFY_{channel.value.upper()}_TEMPLATE_ID")
+        if not apis:
+            apis.append(gn.NotifyApi(settings.notify_api_key.get_secret_value(), settings.notify_base_url))
+        make = gn.NotifySmsSender if channel is Channel.SMS else gn.NotifyEmailSender
+        return make(apis[0], template)
+
+    chosen = dict(senders)
+    for channel, names in ((Channel.SMS, settings.sms_providers), (Channel.EMAIL, settings.email_providers)):
+        own = senders[channel]
+        suppliers = []
+        for name in (n.strip() for n in names.split(",") if n.strip()):
+            if name == "notify":
+                suppliers.append(notify(channel))
+            elif name == getattr(own, "name"):
+                suppliers.append(own)
+            else:
+                raise ValueError(f"unknown or unconfigured {channel.value} supplier {name!r}: "
+                                 f"choose from {getattr(own, 'name')}, notify")
+        if suppliers:
+            sender = FailoverSender(channel.value, suppliers, audit=audit, kv=kv, clock=clock,  # type: ignore[arg-type]
+                                    policy=policy, guard=IdenticalTextGuard() if channel is Channel.SMS else None)
+            chosen[channel] = sender
+    return chosen
+
+
 async def connect_runtime(settings: Settings, url: str, name: str, protocol: ProtocolConfig | None = None,
                           setup: bool = True, directory: Directory | None = None, role: str = "admin",
                           access: NatsAccess | None = None) -> Runtime:
@@ -109,11 +155,12 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
     directory = directory or load_directory(settings.contacts_dir, protocol)
     incidents = IncidentService(store=store, audit=audit, kv=kv, protocol=protocol, clock=clock, directory=directory,
                                 fund=FundService(kv=kv, audit=audit, clock=clock, directory=directory))
-    senders = build_senders(settings)
+    senders = await with_suppliers(settings, build_senders(settings), audit=audit, kv=kv, clock=clock)
     ring = keyring(settings)
     kid = next(iter(ring))
     limiters = {getattr(senders[Channel.SMS], "name"): RateLimiter(settings.sms_rate),
                 getattr(senders[Channel.EMAIL], "name"): RateLimiter(settings.email_rate)}
+    limiters.setdefault(getattr(senders[Channel.WHATSAPP], "name"), limiters[getattr(senders[Channel.SMS], "name")])
     notifications = NotificationService(
         incidents=incidents, directory=directory, protocol=protocol,
         renderer=Renderer(settings.templates_dir, settings.protective_marking), queue=jsa.NatsWorkQueue(js),

@@ -57,6 +57,20 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_from: str = "sims@example.org"
+    notify_api_key: SecretStr | None = Field(None, description="GOV.UK Notify API key ('name-serviceid-secret').")
+    notify_base_url: str | None = Field(None, description="Base URL of the Notify API (tests: a local server).")
+    notify_sms_template_id: str | None = Field(None, description="Notify SMS template whose content is ((body)).")
+    notify_email_template_id: str | None = Field(
+        None, description="Notify email template: subject ((subject)), content ((body)).")
+    notify_callback_token: SecretStr | None = Field(
+        None, description="Bearer token Notify sends with delivery receipts (POST /hooks/notify/status).")
+    sms_providers: str = Field("", description="SMS suppliers in order, e.g. 'twilio,notify'; the next takes "
+                               "over when one fails. Empty: Twilio if configured, else the outbox.")
+    email_providers: str = Field("", description="Email suppliers in order, e.g. 'smtp,notify'. Empty: SMTP if "
+                                 "configured, else the outbox.")
+    failover_failures: int = Field(3, ge=1, description="Transient failures in a row that mark a supplier failing.")
+    failover_cool_down: float = Field(30.0, gt=0, description="Seconds a failing supplier rests before a probe "
+                                      "(doubles on each failed probe, up to 10 minutes).")
 
     @property
     def url_file(self) -> Path:

@@ -74,7 +74,15 @@ async def snapshot(rt: Any) -> list[Any]:
     levels = Counter(t.escalation_level for i in live for t in i.tasks if t.escalation_level)
     for level, count in sorted(levels.items()):
         escalations.add_metric([str(level)], count)
-    return [by_state, messages, retried, lag, dead, escalations,
+    suppliers = GaugeMetricFamily("sims_supplier_up", "1 while a supplier is healthy, 0 while failing or "
+                                  "being probed (as workers last reported)", labels=["channel", "supplier"])
+    in_use = GaugeMetricFamily("sims_supplier_active", "1 for the supplier each channel sends through now",
+                               labels=["channel", "supplier"])
+    for s in sorted((await rt.kv.entries("sims_deliveries", "supplier.>")).values(),
+                    key=lambda s: (str(s.get("channel")), int(s.get("order", 0)))):
+        suppliers.add_metric([s["channel"], s["supplier"]], 1 if s.get("state") == "healthy" else 0)
+        in_use.add_metric([s["channel"], s["supplier"]], 1 if s.get("active") else 0)
+    return [by_state, messages, retried, lag, dead, escalations, suppliers, in_use,
             _histogram("sims_time_to_notify_seconds", "Raise to the last holding notice accepted", notify_times),
             _histogram("sims_time_to_acknowledge_seconds", "Raise to each acknowledgement", ack_times)]
 

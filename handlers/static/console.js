@@ -22,6 +22,12 @@
         say("Board updated at " + new Date().toLocaleTimeString("en-GB") + ".");
       }
     });
+    var suppliers = document.getElementById("suppliers-body");
+    source.addEventListener("suppliers", function (event) {
+      if (suppliers && suppliers.innerHTML !== event.data) {
+        suppliers.innerHTML = event.data;  /* HTML escaped by the server's templates */
+      }
+    });
     source.addEventListener("error", function () {
       say("Connection lost: reconnecting. The board may be out of date.");
     });
