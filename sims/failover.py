@@ -100,8 +100,7 @@ def failed(breaker: Breaker, kind: FailureKind, now: datetime, policy: Policy, r
     if retry_after:
         cool = max(cool, timedelta(seconds=retry_after))
     return Breaker(supplier=breaker.supplier, state=SupplierState.FAILING, failures=failures,
-                   trips=breaker.trips + 1, until=now + cool, reason=reason or kind.value,
-                   since=breaker.since if breaker.state is SupplierState.FAILING else now)
+                   trips=breaker.trips + 1, until=now + cool, reason=reason or kind.value, since=now)
 
 
 def soonest(breakers: list[Breaker], now: datetime) -> float:

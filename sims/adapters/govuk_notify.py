@@ -61,7 +61,7 @@ class NotifyApi:
 
     def __init__(self, api_key: str, base_url: str | None = None, *, timeout: float = 10.0, threads: int = 16,
                  per_minute: int = RATE_PER_MINUTE) -> None:
-        NotificationsAPIClient(api_key, base_url=base_url or DEFAULT_BASE_URL)  # refuse a malformed key now
+        NotificationsAPIClient(api_key, base_url=base_url or DEFAULT_BASE_URL)  # type: ignore[no-untyped-call]  # refuse a malformed key now
         self._api_key = api_key
         self._base_url = base_url or DEFAULT_BASE_URL
         self._timeout = timeout
@@ -72,8 +72,8 @@ class NotifyApi:
     def _client(self) -> NotificationsAPIClient:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = NotificationsAPIClient(self._api_key, base_url=self._base_url,
-                                                                 timeout=self._timeout)
+            client = self._local.client = NotificationsAPIClient(  # type: ignore[no-untyped-call]
+                self._api_key, base_url=self._base_url, timeout=self._timeout)
         return client
 
     async def call(self, method: str, **kwargs: Any) -> dict[str, Any]:

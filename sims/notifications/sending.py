@@ -131,7 +131,7 @@ class Sending(NotificationCore):
 
         record = await self.kv.update(BUCKET, f"d.{key}", merge)
         current, new = seen["current"], Status(record["status"])
-        await self.audit.append(chain=f"{record['incident_id']}.{record['contact_id']}", actor="twilio", incident_id=record["incident_id"],
+        await self.audit.append(chain=f"{record['incident_id']}.{record['contact_id']}", actor=str(record.get("provider") or "provider"), incident_id=record["incident_id"],
                                 action="message.status", outcome=f"{reported} -> {new.value}",
                                 detail={"key": key, "provider_id": provider_id, "error_code": error_code})
         if new is not current and new in (Status.UNDELIVERED, Status.FAILED):

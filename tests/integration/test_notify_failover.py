@@ -16,11 +16,11 @@ from sims import queries
 from sims.adapters.govuk_notify import NotifyApi, NotifySmsSender
 from sims.adapters.nats_server import NatsServer, free_port
 from sims.ports import DeliveryFailed, OutgoingSms
+from tests.integration.test_notifications import expected
 from tests.support import twilio_server as tw
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.notify_server import NotifyServer
 from tests.support.smtp_server import SmtpServer
-from tests.integration.test_notifications import expected
 from tests.support.stack import Stack, protocol_without_steps, start_stack
 from tests.support.twilio_server import TwilioServer
 
