@@ -690,6 +690,10 @@ def main() -> None:
     app()
 
 
+from handlers.cli_retention import retention_app  # noqa: E402 - its commands use the helpers above
+
+app.add_typer(retention_app, name="retention")
+
 __all__ = ["app", "main", "State"]
 
 

@@ -23,7 +23,8 @@ log = structlog.get_logger("sims.serve")
 
 
 async def sweep_forever(rt: Runtime, every: float = 1.0, stop: asyncio.Event | None = None) -> None:
-    """Fire due escalation timers; move incidents to active once every first message was handed over.
+    """Fire due escalation timers; move incidents to active once every first message was handed over;
+    erase the personal data of closed incidents whose retention period has ended (SIMS_RETENTION_DAYS).
 
     Stops when `stop` is set (a cancel can be swallowed inside a NATS call, so it is not relied on).
     """
@@ -38,7 +39,10 @@ async def sweep_forever(rt: Runtime, every: float = 1.0, stop: asyncio.Event | N
             pass
         try:
             await rt.notifications.fire_due_timers()
-            await rt.notifications.sweep(await list_incidents(rt))
+            incidents = await list_incidents(rt)
+            await rt.notifications.sweep(incidents)
+            if rt.erasure is not None:
+                await rt.erasure.sweep(incidents)
         except Exception as exc:  # noqa: BLE001 - NATS hiccups: try again next round, never die
             log.warning("sweep.failed", error=str(exc))
 

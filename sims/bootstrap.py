@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timedelta, timezone
 
 from nats.aio.client import Client as NATS
@@ -11,7 +12,11 @@ from nats.js import JetStreamContext
 
 from sims.adapters import jetstream as jsa
 from sims.adapters.nats_auth import NatsAccess, RelayedAuditLog, access_for
+from sims.adapters.keystore import NatsKeyStore, SealingEventStore, purger
+from sims.adapters.outbox import erase_incident as erase_outbox
 from sims.config import Settings
+from sims.erasure import ErasureService
+from sims.ports import EventStore
 from sims.directory import Channel, Directory, load_directory
 from sims.fund_service import FundService
 from sims.notifications import NotificationService, RateLimiter
@@ -33,7 +38,7 @@ class Runtime:
     protocol: ProtocolConfig
     nc: NATS
     js: JetStreamContext
-    store: jsa.NatsEventStore
+    store: EventStore  # sims.adapters.keystore.SealingEventStore over jsa.NatsEventStore
     audit: jsa.NatsAuditLog
     kv: jsa.NatsKV
     incidents: IncidentService
@@ -41,6 +46,7 @@ class Runtime:
     notifications: NotificationService
     extras: dict[str, object] = field(default_factory=dict)
     access: NatsAccess | None = None  # the credentials and TLS this runtime connected with
+    erasure: ErasureService | None = None  # retention: erases closed incidents' personal data
 
     async def close(self) -> None:
         for sender in {id(s): s for s in self.notifications.senders.values()}.values():
@@ -149,12 +155,17 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
     if setup:
         await jsa.ensure_topology(js, jsa.replicas_for(nc, settings.replicas))
     store, audit, kv = jsa.NatsEventStore(js), jsa.NatsAuditLog(js), jsa.NatsKV(js)
+    keys = NatsKeyStore(js, jsa.replicas_for(nc, settings.replicas))
+    store = SealingEventStore(store, keys)  # type: ignore[assignment]
     if role == "web":
         audit = RelayedAuditLog(audit)  # type: ignore[assignment]
     clock = SystemClock()
     directory = directory or load_directory(settings.contacts_dir, protocol)
     incidents = IncidentService(store=store, audit=audit, kv=kv, protocol=protocol, clock=clock, directory=directory,
-                                fund=FundService(kv=kv, audit=audit, clock=clock, directory=directory))
+                                fund=FundService(kv=kv, audit=audit, clock=clock, directory=directory), keys=keys)
+    erasure = ErasureService(incidents=incidents, keys=keys, kv=kv, audit=audit, clock=clock, purge=purger(js),
+                             retention=timedelta(days=settings.retention_days),
+                             outbox=partial(erase_outbox, settings.data_dir))
     senders = await with_suppliers(settings, build_senders(settings), audit=audit, kv=kv, clock=clock)
     ring = keyring(settings)
     kid = next(iter(ring))
@@ -169,4 +180,5 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
     incidents.on_fund_submitted = notifications.fund_submitted
     incidents.on_fund_changed = notifications.fund_deadlines
     return Runtime(settings=settings, protocol=protocol, nc=nc, js=js, store=store, audit=audit, kv=kv,
-                   incidents=incidents, directory=directory, notifications=notifications, access=access)
+                   incidents=incidents, directory=directory, notifications=notifications, access=access,
+                   erasure=erasure)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     sms_rate: float = Field(0, ge=0, description="SMS/WhatsApp messages a second to the provider (0: no limit).")
     email_rate: float = Field(0, ge=0, description="Emails a second to the SMTP server (0: no limit).")
     smtp_connections: int = Field(2, ge=1, le=16, description="Reused SMTP connections.")
+    retention_days: int = Field(365, ge=0, description="Days after an incident is closed or stood down before "
+                                "its personal data (restricted details, recipients' addresses, links, outbox copies) "
+                                "is erased by the worker; 0: at the next sweep.")
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None

@@ -168,6 +168,19 @@ class EscalateTask(_Command):
     expected_version: int | None = Field(default=None, ge=0)
 
 
+class ErasePersonalData(_Command):
+    """Erase a closed incident's personal data (retention): its key is destroyed, the record stays.
+
+    Issued by the worker's retention sweep and `sims retention run`; not part of the public `Command`
+    union (no API caller erases data).
+    """
+
+    kind: Literal["erase_personal_data"] = "erase_personal_data"
+    incident: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=500)
+    expected_version: int | None = Field(default=None, ge=0)
+
+
 from sims.fund import (  # noqa: E402 - the fund's commands travel the same command stream
     ApproveClaim,
     CloseClaim,
@@ -198,6 +211,7 @@ class EventType(StrEnum):
     TASKS_PLANNED = "tasks.planned"
     TASK_CHANGED = "task.changed"
     MESSAGE_ACKNOWLEDGED = "message.acknowledged"
+    PERSONAL_DATA_ERASED = "personal_data.erased"
 
 
 class Event(BaseModel):
@@ -231,6 +245,8 @@ class Event(BaseModel):
             return f"Task '{task['title']}': {self.data['action']} -> {task['status']} (owner {task['owner']}){extra}"
         if self.type is EventType.MESSAGE_ACKNOWLEDGED:
             return f"{self.data['person']} acknowledged the {self.data['kind'].replace('_', ' ')} ({self.data['via']})"
+        if self.type is EventType.PERSONAL_DATA_ERASED:
+            return f"Personal data erased ({', '.join(self.data['fields'])}) - {self.data['reason']}"
         if self.type is EventType.UPDATE_SENT:
             return f"Update sent to everyone told: {self.data['text'][:80]}"
         reason = f" - {self.data['reason']}" if self.data.get("reason") else ""

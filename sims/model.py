@@ -192,3 +192,5 @@ class Incident(Frozen):
     updates_sent: int = 0
     tasks: tuple[Task, ...] = Field((), description="One per protocol step.")
     acknowledged: tuple[str, ...] = Field((), description="'kind:person' for each message acknowledged.")
+    closed_at: UtcDateTime | None = Field(None, description="When it was closed or stood down.")
+    erased_at: UtcDateTime | None = Field(None, description="When its personal data was erased (retention).")

@@ -22,7 +22,7 @@ from sims.messages import (
     UpdateIncident,
 )
 from sims import tasks
-from sims.model import TERMINAL_STATES, Details, Incident, State, Task
+from sims.model import TERMINAL_STATES, Details, Incident, Restricted, State, Task
 
 S, T = State, Trigger
 
@@ -220,6 +220,7 @@ def evolve(incident: Incident | None, event: Event) -> Incident:
             "state": target, "version": incident.version + 1, "updated_at": event.at,
             "gold": incident.gold or target is State.ESCALATED,
             "closed_reason": event.data.get("reason") if target in TERMINAL_STATES else incident.closed_reason,
+            "closed_at": event.at if target in TERMINAL_STATES else incident.closed_at,
         })
     bump = {"version": incident.version + 1, "updated_at": event.at}
     if event.type is EventType.BRIEFING_DRAFTED:
@@ -235,6 +236,8 @@ def evolve(incident: Incident | None, event: Event) -> Incident:
         changed = Task.model_validate(event.data["task"])
         return incident.model_copy(update={**bump, "tasks": tuple(changed if t.id == changed.id else t
                                                                    for t in incident.tasks)})
+    if event.type is EventType.PERSONAL_DATA_ERASED:  # the sealed fields read as erased from now on
+        return incident.model_copy(update={**bump, "restricted": Restricted(""), "erased_at": event.at})
     if event.type is EventType.MESSAGE_ACKNOWLEDGED:
         marker = f"{event.data['kind']}:{event.data['person']}"
         return incident.model_copy(update={**bump, "acknowledged": (*incident.acknowledged, marker)})

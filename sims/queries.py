@@ -21,7 +21,9 @@ AUDIT_FIELDS = ["chain", "index", "at", "actor", "incident_id", "action", "outco
 def public(incident: Incident, restricted: bool = False) -> dict[str, Any]:
     """The incident as JSON; restricted details only for callers allowed to see them."""
     data = incident.model_dump(mode="json")
-    if not restricted:
+    if incident.erased_at is not None:  # retention: the details are gone, not merely hidden
+        data["restricted"] = "[erased]"
+    elif not restricted:
         data["restricted"] = "[restricted]" if incident.restricted.reveal() else ""
     data["next_triggers"] = [t.value for t in protocol.allowed_triggers(incident.state)]
     return data

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import re
 import uuid
@@ -23,6 +22,7 @@ from sims.messages import (
     ApproveBriefing,
     EscalateTask,
     Command,
+    ErasePersonalData,
     DraftBriefing,
     Event,
     EventType,
@@ -32,7 +32,9 @@ from sims.messages import (
     UpdateIncident,
     is_acknowledgement,
 )
+from sims.crypto import fingerprint
 from sims.model import Incident
+from sims.retention import decide_erase
 from sims.ports import AuditLog, Clock, EventStore, KeyValue, StaleSequence
 from sims.protocol_config import ProtocolConfig
 
@@ -65,10 +67,13 @@ def incident_id_for(command_id: str) -> str:
     return uuid.uuid5(NAMESPACE, command_id).hex
 
 
-def _redacted(command: Command) -> dict[str, Any]:
+def _redacted(command: Command | ErasePersonalData, key: bytes | None = None) -> dict[str, Any]:
+    """The command for the audit trail: restricted text only as a hash keyed by the incident's data key
+    (unguessable, and unlinkable once the key is destroyed); without a key, only its length."""
     data = command.model_dump(mode="json")
     if data.get("restricted"):
-        data["restricted"] = "sha256:" + hashlib.sha256(str(data["restricted"]).encode()).hexdigest()
+        text = str(data["restricted"])
+        data["restricted"] = fingerprint(key, text) if key else f"withheld ({len(text)} characters)"
     return data
 
 
@@ -85,6 +90,7 @@ class IncidentService:
     fund: Any = None  # sims.fund_service.FundService
     on_fund_submitted: Any = None  # async (incident, claim) -> None: tell the VRU
     on_fund_changed: Any = None  # async (incident, claim) -> None: set the claim's deadline timers
+    keys: Any = None  # sims.adapters.keystore.NatsKeyStore: per-incident data keys (audit fingerprints)
     _cache: OrderedDict[str, tuple[Incident, int]] = field(default_factory=OrderedDict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -140,13 +146,24 @@ class IncidentService:
         self._remember(incident, seq)
         return incident, seq
 
+    async def current(self, key: str) -> Incident:
+        """The incident as it is now: the cached state brought up to date with newer events."""
+        incident, _ = await self._current(await self.resolve(key))
+        return incident
+
     def _remember(self, incident: Incident, seq: int) -> None:
         self._cache[incident.id] = (incident, seq)
         self._cache.move_to_end(incident.id)
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
 
-    async def handle(self, command: Command, *, person_channel: bool = True) -> Result:
+    async def _audit_key(self, incident_id: str | None) -> bytes | None:
+        if self.keys is None or not incident_id:
+            return None
+        key: bytes | None = await self.keys.get(incident_id)
+        return key
+
+    async def handle(self, command: Command | ErasePersonalData, *, person_channel: bool = True) -> Result:
         """Apply one command exactly once; a repeated command id returns the first result.
 
         `person_channel` is False when the command came by a subject other than the acknowledgement
@@ -171,7 +188,9 @@ class IncidentService:
             await self.audit.append(
                 chain=known.id if known else SYSTEM_CHAIN, actor=command.actor,
                 incident_id=known.id if known else None, action=f"command.{command.kind}",
-                outcome=f"refused: {exc.code}", detail={"command": _redacted(command), "reason": str(exc)},
+                outcome=f"refused: {exc.code}",
+                detail={"command": _redacted(command, await self._audit_key(known.id if known else None)),
+                        "reason": str(exc)},
             )
             await self.kv.put("sims_results", command.command_id, result.model_dump(mode="json"))
             log_.info("command.refused", error=exc.code, reason=str(exc))
@@ -210,10 +229,11 @@ class IncidentService:
         await self.kv.put("sims_results", command.command_id, result.model_dump(mode="json"))
         return result
 
-    async def _record(self, command: Command, incident: Incident, events: list[Event]) -> None:
+    async def _record(self, command: Command | ErasePersonalData, incident: Incident, events: list[Event]) -> None:
         await self.audit.append(chain=incident.id, actor=command.actor, incident_id=incident.id,
                                 action=f"command.{command.kind}", outcome="accepted" if events else "no change",
-                                detail={"command": _redacted(command), "version": incident.version})
+                                detail={"command": _redacted(command, await self._audit_key(incident.id)),
+                                        "version": incident.version})
         for event in events:
             if event.type is EventType.BRIEFING_DRAFTED:  # each version of the briefing, word for word
                 await self.audit.append(chain=incident.id, actor=event.actor, incident_id=incident.id,
@@ -243,7 +263,7 @@ class IncidentService:
         async with self._locks.setdefault(incident_id, asyncio.Lock()):
             return await self._apply_to(incident_id, command)
 
-    async def _apply_to(self, incident_id: str, command: Command) -> tuple[Incident, list[Event]]:
+    async def _apply_to(self, incident_id: str, command: Command | ErasePersonalData) -> tuple[Incident, list[Event]]:
         for attempt in range(MAX_RETRIES):
             incident, seq = await self._current(incident_id)
             if command.expected_version is not None and command.expected_version != incident.version:
@@ -261,6 +281,8 @@ class IncidentService:
                 new = protocol.decide_escalation(incident, command, now)
             elif isinstance(command, Acknowledge):
                 new = protocol.decide_acknowledge(incident, command, now)
+            elif isinstance(command, ErasePersonalData):
+                new = decide_erase(incident, command, now)
             else:
                 assert isinstance(command, Transition)
                 new = protocol.decide_transition(incident, command, now)

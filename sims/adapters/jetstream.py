@@ -171,7 +171,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
             filter_subject=f"sims.send.{channel}", max_ack_pending=5000))
     for bucket, history in (("sims_results", 1), ("sims_incidents", 1), ("sims_refs", 1),
                             ("sims_deliveries", 1), ("sims_links", 1), ("sims_timers", 1),
-                            ("sims_funds", 1)):
+                            ("sims_funds", 1), ("sims_keys", 1)):  # sims_keys: sims/adapters/keystore.py
         await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, replicas=replicas,
                                                  storage=StorageType.FILE))
 

@@ -6,6 +6,7 @@ email) file; the same key written twice is a no-op returning the same Accepted.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -61,6 +62,7 @@ class _Journal:
         if key not in keys and not (self.directory / f"{stem}.txt").exists():
             line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
             with open(self.directory / JOURNAL, "a", encoding="utf-8") as journal:
+                fcntl.flock(journal, fcntl.LOCK_EX)  # `erase_incident` may be rewriting it (another process)
                 journal.write(line)
                 journal.flush()
                 os.fsync(journal.fileno())
@@ -148,6 +150,44 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
             if isinstance(entry, dict):
                 entries.append(entry)
     return entries
+
+
+def erase_incident(data_dir: Path | str, incident_id: str) -> int:
+    """Remove an incident's messages from the outbox (journal lines and files); how many were removed.
+
+    The journal is rewritten in place under an exclusive lock, which every append also takes.
+    """
+    directory = Path(data_dir) / "outbox"
+    path = directory / JOURNAL
+    if not path.exists():
+        return 0
+    prefix = f"{incident_id}."
+    gone: list[dict[str, Any]] = []
+    with open(path, "r+", encoding="utf-8") as journal:
+        fcntl.flock(journal, fcntl.LOCK_EX)
+        kept = []
+        for line in journal.readlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                kept.append(line)
+                continue
+            if isinstance(entry, dict) and str(entry.get("key", "")).startswith(prefix):
+                gone.append(entry)
+            else:
+                kept.append(line)
+        if gone:
+            journal.seek(0)
+            journal.writelines(kept)
+            journal.truncate()
+            journal.flush()
+            os.fsync(journal.fileno())
+    for entry in gone:
+        stem = str(entry.get("id", ""))
+        if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", stem):  # a stem `_stem` made, never a path
+            for suffix in ("txt", "html"):
+                (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
+    return len(gone)
 
 
 def read_outbox(data_dir: Path | str, limit: int | None = 50) -> list[dict[str, Any]]:
