@@ -101,10 +101,11 @@ async def run_drill(stack: Stack, nats_url: str, tmp_path: Path) -> None:
     async def stood_down_sent() -> bool:
         records = await stack.deliveries(incident_id)
         mine = [r for r in records if r["kind"] == "stand_down"]
-        return bool(mine) and all(r["status"] not in ("pending", "retrying") for r in records)
-    await stack.wait_for(stood_down_sent, timeout=30)
+        final = ("delivered", "read", "failed", "undelivered")  # every SMS's delivery report applied
+        return bool(mine) and all(r["status"] in final for r in records if r["channel"] == "sms") and all(
+            r["status"] not in ("pending", "retrying") for r in records)
     await stack.twilio.drain_callbacks()
-    await asyncio.sleep(0.5)
+    await stack.wait_for(stood_down_sent, timeout=30)
 
     # Every message was marked as an exercise.
     assert stack.twilio.messages and all(m.body.startswith(("EXERCISE EXERCISE EXERCISE", "[EXERCISE]"))
