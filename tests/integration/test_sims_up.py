@@ -76,6 +76,13 @@ def first_run(env: dict[str, str], proc: subprocess.Popen[str], banner: list[str
     url = (tmp_path / "data" / "nats.url").read_text()
     conf = next((tmp_path / "data" / "jetstream").glob("*.conf")).read_text()
     assert "sync_interval: always" in conf
+    assert "NATS users: admin, worker, web" in text and "authorization" in conf  # NKeys made on first start
+    for role in ("admin", "worker", "web"):
+        assert (tmp_path / "data" / "nats" / f"{role}.nk").stat().st_mode & 0o777 == 0o600
+    anonymous = subprocess.run([sys.executable, "-c", "import asyncio, nats, sys\n"
+                                f"asyncio.run(nats.connect({url!r}, allow_reconnect=False, connect_timeout=3))"],
+                               capture_output=True, text=True, timeout=30)
+    assert anonymous.returncode != 0 and "Authorization Violation" in anonymous.stderr
     raised = cli(env, "raise", "--type", "shooting", "--level", "1", "--ward", "Faraday", "--location",
                  "Old Kent Road", "--outline", "Shots fired, no injuries", "--actor", "duty")
     assert raised.returncode == 0 and "SWK-2026-0001" in raised.stdout, raised.stderr

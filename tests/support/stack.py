@@ -65,8 +65,14 @@ class Stack:
 
 async def start_stack(nats_server: NatsServer, twilio_server: TwilioServer, smtp_server: SmtpServer,
                       tmp_path: Path, protocol: Path | None = None, sweep: bool = False,
-                      port: int | None = None, **overrides: Any) -> tuple[Stack, Callable[[], Any]]:
-    """Start worker and web over `nats_server`; returns the stack and an async stop function."""
+                      port: int | None = None, nats_roles: bool = False,
+                      **overrides: Any) -> tuple[Stack, Callable[[], Any]]:
+    """Start worker and web over `nats_server`; returns the stack and an async stop function.
+
+    `nats_roles`: the server runs with the roles' NKeys (seeds under `<tmp>/data/nats`, see
+    `nats_auth`): the admin sets up streams, the worker and the web connect as themselves, and the
+    stack's runtime is the web's.
+    """
     port = port or free_port()
     extra: dict[str, Any] = {"protocol": protocol} if protocol else {}
     extra.update(overrides)
@@ -76,11 +82,18 @@ async def start_stack(nats_server: NatsServer, twilio_server: TwilioServer, smtp
         twilio_from="+447700900999", twilio_api_base=twilio_server.base_url,
         smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_tls="none", smtp_from="sims@example.org",
         link_secrets="k:test-secret-for-links", **extra)
-    rt = await connect_runtime(settings, nats_server.url, "test")
+    if nats_roles:
+        from handlers.serve import prepare_nats
+
+        await prepare_nats(settings, nats_server.url, embedded=True)
+        rt = await connect_runtime(settings, nats_server.url, "test-worker", role="worker", setup=False)
+        web = await connect_runtime(settings, nats_server.url, "test-web", role="web", setup=False)
+    else:
+        rt = web = await connect_runtime(settings, nats_server.url, "test")
     rt.notifications.retry_base = 0.05
     broker = build_broker(rt, nats_server.url)
     await broker.start()
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(create_app(web), host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="off", timeout_graceful_shutdown=3))
     task = asyncio.create_task(server.serve())
     sweeping = asyncio.Event()
@@ -96,8 +109,10 @@ async def start_stack(nats_server: NatsServer, twilio_server: TwilioServer, smtp
         await task
         await broker.stop()
         await rt.close()
+        if web is not rt:
+            await web.close()
 
-    return Stack(rt, twilio_server, smtp_server, f"http://127.0.0.1:{port}"), stop
+    return Stack(web, twilio_server, smtp_server, f"http://127.0.0.1:{port}"), stop
 
 
 def protocol_without_steps(tmp_path: Path) -> Path:
