@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
+import secrets
 import time
 from datetime import UTC, datetime
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from email.utils import format_datetime, formataddr, parseaddr
 from typing import Literal
 
 import aiosmtplib
@@ -47,6 +52,8 @@ class SmtpEmailSender:
         self._username = username
         self._password = password
         self._from = from_addr
+        self._envelope_from = parseaddr(from_addr)[1] or from_addr
+        self._from_header: str | None = None
         self._timeout = timeout
         self._size = connections
         self._idle_check = idle_check
@@ -71,28 +78,49 @@ class SmtpEmailSender:
         return self._idle
 
     def build(self, email: OutgoingEmail) -> EmailMessage:
-        """The MIME message: multipart/alternative, plain text first, then HTML."""
-        msg = EmailMessage()
-        msg["From"] = self._from
-        msg["To"] = email.to
-        msg["Subject"] = email.subject
-        msg["Date"] = format_datetime(datetime.now(UTC))
+        """The MIME message (parsed back from `mime`): multipart/alternative, plain text, then HTML."""
+        _envelope, raw, _message_id = self.mime(email)
+        return BytesParser(policy=default_policy).parsebytes(raw)  # type: ignore[return-value]
+
+    def mime(self, email: OutgoingEmail) -> tuple[str, bytes, str]:
+        """The recipient's address, the message's bytes and its Message-ID, assembled directly.
+
+        Python's `email` package costs about 3-5 ms of CPU a message here (header parsing, folding,
+        flattening); this writes the same multipart/alternative structure (UTF-8, quoted-printable
+        bodies, RFC 2047 headers when not ASCII) in a fraction of that.
+        """
         message_id = email.message_id.strip()
-        msg["Message-ID"] = message_id if message_id.startswith("<") else f"<{message_id}>"
-        for header, value in email.headers.items():
-            del msg[header]
-            msg[header] = value
-        msg.set_content(email.text)
-        msg.add_alternative(email.html, subtype="html")
-        return msg
+        message_id = message_id if message_id.startswith("<") else f"<{message_id}>"
+        if self._from_header is None:
+            self._from_header = _address(self._from)
+        headers = {"From": self._from_header, "To": _address(email.to), "Subject": _text_header(email.subject),
+                   "Date": format_datetime(datetime.now(UTC)), "Message-ID": _text_header(message_id)}
+        for name, value in email.headers.items():
+            headers = {k: v for k, v in headers.items() if k.lower() != name.lower()}
+            headers[_header_name(name)] = _text_header(value)
+        boundary = "=_sims_" + secrets.token_hex(12)
+        lines = [f"{name}: {value}" for name, value in headers.items()]
+        lines += ["MIME-Version: 1.0", f'Content-Type: multipart/alternative; boundary="{boundary}"', ""]
+        head = "\r\n".join(lines).encode("ascii")
+        parts = b"".join(
+            f"\r\n--{boundary}\r\nContent-Type: text/{kind}; charset=\"utf-8\"\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode("ascii") + _quoted_printable(body)
+            for kind, body in (("plain", email.text), ("html", email.html)))
+        to = parseaddr(email.to)[1]
+        if not to:
+            raise ValueError(f"no address in {email.to!r}")
+        return to, head + parts + f"\r\n--{boundary}--\r\n".encode("ascii"), message_id
 
     async def send(self, email: OutgoingEmail) -> Accepted:
-        msg = self.build(email)
+        try:
+            to, raw, message_id = self.mime(email)
+        except ValueError as exc:  # a line break in a header, an address with none in it
+            raise DeliveryFailed(provider=PROVIDER, transient=False, code="address", message=str(exc)) from exc
         pool = self._pool()
         connection = await pool.get()
         try:
             await self._ready(connection)
-            await connection.client.send_message(msg)
+            await connection.client.sendmail(self._envelope_from, [to], raw)
             connection.last_used = time.monotonic()
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise _refused(exc) from exc
@@ -121,7 +149,7 @@ class SmtpEmailSender:
             raise DeliveryFailed(provider=PROVIDER, transient=False, code="address", message=str(exc)) from exc
         finally:
             pool.put_nowait(connection)
-        return Accepted(provider=PROVIDER, provider_id=str(msg["Message-ID"]), status="accepted")
+        return Accepted(provider=PROVIDER, provider_id=message_id, status="accepted")
 
     async def _ready(self, connection: _Connection) -> None:
         """Connect if needed; after a long idle, check the connection with NOOP and reopen it if dead."""
@@ -144,6 +172,38 @@ class SmtpEmailSender:
                     connection.client.close()
         self._all.clear()
         self._idle = None
+
+
+def _header_name(name: str) -> str:
+    if not name or any(c in name for c in ": \r\n") or not name.isascii():
+        raise ValueError(f"not a header name: {name!r}")
+    return name
+
+
+def _text_header(value: str) -> str:
+    """A header value as-is when short plain ASCII, else RFC 2047 encoded and folded; never a line break."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("a header value may not contain a line break")
+    if value.isascii() and len(value) <= 76:
+        return value
+    return Header(value, "utf-8" if not value.isascii() else "us-ascii", maxlinelen=76).encode(linesep="\r\n")
+
+
+def _address(value: str) -> str:
+    """`Name <addr>` with a non-ASCII name encoded (the address itself must be ASCII)."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("an address may not contain a line break")
+    name, addr = parseaddr(value)
+    if not addr or not addr.isascii():
+        raise ValueError(f"not a usable address: {value!r}")
+    return formataddr((name, addr), charset="utf-8") if name else addr
+
+
+def _quoted_printable(text: str) -> bytes:
+    """UTF-8 quoted-printable with CRLF line ends and soft breaks before 76 characters."""
+    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    body = (body if body.endswith("\n") else body + "\n").encode("utf-8")  # as `email` ends a text part
+    return binascii.b2a_qp(body, istext=True).replace(b"\n", b"\r\n")
 
 
 def _drop(connection: _Connection) -> None:
