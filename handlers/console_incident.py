@@ -216,4 +216,7 @@ def build_router(con: Console) -> APIRouter:
         return PlainTextResponse(text, media_type="text/csv" if fmt == "csv" else "application/x-ndjson", headers={
             **HEADERS, "Content-Disposition": f'attachment; filename="audit-{name}.{fmt}"'})
 
+    from handlers.console_pack import build_router as pack_router
+
+    router.include_router(pack_router(con))  # the review pack download (/console/incidents/{key}/pack)
     return router
