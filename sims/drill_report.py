@@ -39,6 +39,11 @@ def _minutes(value: float | None) -> float:
     return 0.0 if value is None else value / 60
 
 
+def _line(value: float | None) -> float:
+    """Minutes for a trend line; a gap (NaN) where a drill has no figure, rather than a false zero."""
+    return float("nan") if value is None else value / 60
+
+
 def acknowledge_chart(report: ReadinessReport) -> str:
     """Horizontal bars: each role's median time to acknowledge, one bar per channel."""
     roles = [r for r in report.roles if r.ack_seconds] or list(report.roles[:1])
@@ -57,6 +62,7 @@ def acknowledge_chart(report: ReadinessReport) -> str:
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
         ax.spines[["top", "right"]].set_visible(False)
         if not any(r.ack_seconds for r in roles):
+            ax.set_xlim(0, 1)
             ax.text(0.5, 0.5, "nobody acknowledged", transform=ax.transAxes, ha="center")
         return _svg(fig)
 
@@ -90,9 +96,9 @@ def trend_chart(points: list[TrendPoint]) -> str:
     xs = list(range(len(points)))
     with plt.rc_context(_RC):
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
-        top.plot(xs, [_minutes(p.median_delivery) for p in points], marker="o", label="median time to delivery",
+        top.plot(xs, [_line(p.median_delivery) for p in points], marker="o", label="median time to delivery",
                  color="#1d70b8")
-        top.plot(xs, [_minutes(p.median_ack) for p in points], marker="s", label="median time to acknowledge",
+        top.plot(xs, [_line(p.median_ack) for p in points], marker="s", label="median time to acknowledge",
                  color="#f47738")
         top.set_ylabel("minutes")
         top.legend(frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
