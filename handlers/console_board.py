@@ -62,8 +62,16 @@ async def board_rows(rt: Runtime) -> list[dict[str, Any]]:
 
 
 async def supplier_rows(rt: Runtime) -> list[dict[str, Any]]:
-    """Each channel's suppliers in order with their state, as the workers last reported it (KV)."""
-    found = await rt.kv.entries("sims_deliveries", "supplier.>")
+    """Each channel's suppliers in order with their state, as the workers last reported it (KV);
+    configured suppliers no worker has reported yet are shown as this process sees them."""
+    found = {(r.get("channel"), r.get("supplier")): r
+             for r in (await rt.kv.entries("sims_deliveries", "supplier.>")).values()}
+    for sender in {id(s): s for s in rt.notifications.senders.values()}.values():
+        for order, breaker in enumerate(getattr(sender, "breakers", [])):
+            found.setdefault((sender.channel, breaker.supplier), {  # type: ignore[attr-defined]
+                "channel": sender.channel, "supplier": breaker.supplier, "order": order,  # type: ignore[attr-defined]
+                "state": breaker.state.value, "active": order == 0, "reason": breaker.reason, "until": None,
+                "since": None})
     return sorted(found.values(), key=lambda s: (str(s.get("channel")), int(s.get("order", 0))))
 
 

@@ -89,6 +89,8 @@ async def test_sms_through_notify_end_to_end_and_receipts_update_each_persons_st
         return all(r["status"] == "delivered" for r in await sms_records(stack, raised["incident_id"]))
     await stack.wait_for(all_delivered)
     assert len(notify.receipts) == len(sms) and all(rec.status == 204 for rec in notify.receipts)
+    reports = [r for r in await queries.audit_records(stack.rt, raised["incident_id"]) if r["action"] == "message.status"]
+    assert reports and {r["actor"] for r in reports if r["detail"]["key"] in {s["key"] for s in sms}} == {"notify"}
 
 
 async def test_a_notify_failure_receipt_marks_the_message_undelivered_and_falls_back(
