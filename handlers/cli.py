@@ -694,6 +694,10 @@ from handlers.cli_retention import retention_app  # noqa: E402 - its commands us
 
 app.add_typer(retention_app, name="retention")
 
+from handlers.cli_nats import nats_app  # noqa: E402
+
+app.add_typer(nats_app, name="nats")
+
 __all__ = ["app", "main", "State"]
 
 

@@ -52,10 +52,11 @@ def embedded_auth(settings: Settings) -> str:
     return embedded_config(seeds_folder(settings.data_dir)) if settings.nats_auth else ""
 
 
-async def prepare_nats(settings: Settings, url: str, embedded: bool) -> None:
-    """Create streams, consumers and buckets as admin; with a role's own credentials only check they exist.
+async def prepare_nats(settings: Settings, url: str, embedded: bool = True) -> None:
+    """Create streams, consumers and buckets as admin; on an external NATS with a role's own credentials
+    (SIMS_NATS_CREDS, not `embedded`) only check that they exist.
 
-    Workers and web processes may not manage streams (see nats_auth); `sims setup` does it for them.
+    Workers and web processes may not manage streams (see nats_auth); `sims nats setup` does it for them.
     """
     from nats.js.errors import NotFoundError
 
@@ -67,7 +68,7 @@ async def prepare_nats(settings: Settings, url: str, embedded: bool) -> None:
         try:
             await nc.jetstream(timeout=5.0).stream_info(jsa.COMMANDS)
         except NotFoundError:
-            raise SystemExit("The SIMS streams do not exist on this NATS yet: run `sims setup` with the "
+            raise SystemExit("The SIMS streams do not exist on this NATS yet: run `sims nats setup` with the "
                              "admin credentials (SIMS_NATS_CREDS=admin.nk) first.") from None
         finally:
             await nc.close()

@@ -276,3 +276,73 @@ async def test_tls_verify_wants_a_client_certificate_from_the_same_ca(tmp_path: 
         await client.nc.close()
     finally:
         server.stop()
+
+
+async def test_deploy_cluster_configs_run_with_tls_clients_tls_routes_and_the_roles(tmp_path: Path) -> None:
+    """deploy/nats as shipped (only paths, ports and hosts changed for loopback): three nodes form a
+    JetStream cluster over verified TLS routes; clients need TLS and an NKey; make-certs.sh and
+    `sims nats keys` make what the configuration includes."""
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from handlers.cli import app
+    from sims.adapters.nats_server import free_port, nats_server_binary
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy" / "nats"
+    names = [f"sims-nats-{n}" for n in (1, 2, 3)]
+    tls = tmp_path / "tls"
+    subprocess.run(["sh", str(deploy / "make-certs.sh"), str(tls), *names], check=True, capture_output=True)
+    made = CliRunner().invoke(app, ["nats", "keys", str(tmp_path / "keys"), "--conf", str(tmp_path / "authorization.conf")])
+    assert made.exit_code == 0, made.output
+    clients, routes = [free_port() for _ in names], [free_port() for _ in names]
+    procs = []
+    try:
+        for i, name in enumerate(names):
+            text = (deploy / f"node{i + 1}.conf").read_text()
+            assert "include ./authorization.conf" in text and "verify: true" in text
+            text = (text.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{clients[i]}")
+                    .replace("http: 0.0.0.0:8222", "# http").replace("/etc/nats/tls/", f"{tls}/")
+                    .replace("/var/lib/nats/jetstream", str(tmp_path / name)).replace("50GB", "1GB")
+                    .replace("listen: 0.0.0.0:6222", f"listen: 127.0.0.1:{routes[i]}"))
+            for j, other in enumerate(names):
+                text = text.replace(f"nats-route://{other}:6222", f"nats-route://127.0.0.1:{routes[j]}")
+            conf = tmp_path / f"{name}.conf"
+            conf.write_text(text)
+            log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+            procs.append(subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log))
+        url = ",".join(f"tls://127.0.0.1:{p}" for p in clients)
+        admin = NatsAccess(creds=tmp_path / "keys" / "admin.nk", tls_ca=tls / "ca.crt")
+        for _ in range(120):
+            try:
+                nc = await nats.connect(url.split(","), allow_reconnect=False, connect_timeout=2,
+                                        **admin.connect_options())
+                break
+            except Exception:  # noqa: BLE001 - the nodes are still starting
+                await asyncio.sleep(0.25)
+        else:
+            raise AssertionError((tmp_path / f"{names[0]}.log").read_text()[-2000:])
+        try:
+            js = nc.jetstream(timeout=5.0)
+            from nats.js.api import StreamConfig
+
+            for _ in range(120):  # a meta leader is elected over the TLS routes
+                try:
+                    await js.add_stream(StreamConfig(name="PROBE", subjects=["probe.>"], num_replicas=3))
+                    break
+                except Exception:  # noqa: BLE001
+                    await asyncio.sleep(0.25)
+            ack = await js.publish("probe.one", b"x")
+            info = await js.stream_info("PROBE")
+            assert ack.seq == 1 and info.cluster is not None and len(info.cluster.replicas or []) == 2
+        finally:
+            await nc.close()
+        assert "PONG" not in plaintext_answer(clients[0])
+        with pytest.raises(Exception, match="Authorization Violation"):
+            await nats.connect(url.split(",")[0], allow_reconnect=False, connect_timeout=2,
+                               **NatsAccess(tls_ca=tls / "ca.crt").connect_options())
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)

@@ -85,7 +85,7 @@ async def start_stack(nats_server: NatsServer, twilio_server: TwilioServer, smtp
     if nats_roles:
         from handlers.serve import prepare_nats
 
-        await prepare_nats(settings, nats_server.url, embedded=True)
+        await prepare_nats(settings, nats_server.url)
         rt = await connect_runtime(settings, nats_server.url, "test-worker", role="worker", setup=False)
         web = await connect_runtime(settings, nats_server.url, "test-web", role="web", setup=False)
     else:
