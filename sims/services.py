@@ -32,7 +32,7 @@ from sims.messages import (
     UpdateIncident,
     is_acknowledgement,
 )
-from sims.crypto import fingerprint
+from sims.crypto import fingerprint, seal
 from sims.model import Incident
 from sims.retention import decide_erase
 from sims.ports import AuditLog, Clock, EventStore, KeyValue, StaleSequence
@@ -247,7 +247,13 @@ class IncidentService:
         await self._project(incident)
 
     async def _project(self, incident: Incident) -> None:
-        await self.kv.put("sims_incidents", incident.id, incident.model_dump(mode="json"))
+        """Store the incident's current state; its restricted details sealed, as in the events stream
+        (a KV value replaced is gone from the bucket, but its bytes may stay on disk until compaction)."""
+        data = incident.model_dump(mode="json")
+        key = await self._audit_key(incident.id) if data.get("restricted") else None
+        if key is not None:
+            data["restricted"] = seal(key, data["restricted"], incident_id=incident.id, field="restricted")
+        await self.kv.put("sims_incidents", incident.id, data)
 
     async def reproject(self, incident_id: str) -> Incident:
         """Rebuild one incident's stored projection from its events (after a restore, or a new field)."""

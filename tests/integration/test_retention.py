@@ -76,13 +76,17 @@ async def test_restricted_details_are_sealed_in_the_stream_and_shown_to_staff(st
     raised = await stack.raise_incident()
     incident_id = raised["incident_id"]
     assert reveals(await raw_events(stack, incident_id)) == []
-    [first] = await raw_messages(stack, jsa.EVENTS, jsa.evt_subject(incident_id))
+    first = (await raw_messages(stack, jsa.EVENTS, jsa.evt_subject(incident_id)))[0]  # the raise
     sealed = json.loads(first.data)["events"][0]["data"]["restricted"]
     assert crypto.is_sealed(sealed)
     incident, _ = await queries.incident_with_timeline(stack.rt, incident_id)
     assert incident.restricted.reveal() == "Victim: Jordan Smith, 17, of 12 Acacia Road"
     assert queries.public(incident, restricted=True)["restricted"] == incident.restricted.reveal()
     assert queries.public(incident)["restricted"] == "[restricted]"
+    projection = await stack.rt.kv.get("sims_incidents", incident_id)  # sealed there too
+    assert crypto.is_sealed(projection["restricted"]) and reveals(json.dumps(projection)) == []
+    [listed] = [queries.public(i) for i in await queries.list_incidents(stack.rt) if i.id == incident_id]
+    assert listed["restricted"] == "[restricted]"
     key = await stack.rt.js.get_last_msg(f"KV_{KEYS}", f"$KV.{KEYS}.{incident_id}")
     assert len(base64.b64decode(key.data)) == 32
     audit = json.dumps(await queries.audit_records(stack.rt, incident_id))
@@ -163,7 +167,7 @@ async def test_erasing_an_open_incident_is_refused_and_audited(stack: Stack) -> 
 async def test_a_tampered_or_moved_sealed_value_is_refused(stack: Stack) -> None:
     first = await stack.raise_incident()
     second = await stack.raise_incident(restricted="Witness: Ada Lovelace")
-    [message] = await raw_messages(stack, jsa.EVENTS, jsa.evt_subject(first["incident_id"]))
+    message = (await raw_messages(stack, jsa.EVENTS, jsa.evt_subject(first["incident_id"])))[0]  # the raise
     sealed = json.loads(message.data)["events"][0]["data"]["restricted"]
     tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
     for incident_id, value in ((first["incident_id"], tampered), (second["incident_id"], sealed)):
