@@ -28,6 +28,11 @@ async def providers(settings: Any) -> dict[str, dict[str, Any]]:
         port = base.port or (443 if base.scheme == "https" else 80)
         problem = await tcp(base.hostname or "api.twilio.com", port)
         found["twilio"] = {"reachable": problem is None, "detail": problem or f"{base.hostname}:{port}"}
+    if getattr(settings, "notify_api_key", None):
+        base = urlsplit(settings.notify_base_url or "https://api.notifications.service.gov.uk")
+        port = base.port or (443 if base.scheme == "https" else 80)
+        problem = await tcp(base.hostname or "api.notifications.service.gov.uk", port)
+        found["notify"] = {"reachable": problem is None, "detail": problem or f"{base.hostname}:{port}"}
     if settings.smtp_host:
         problem = await tcp(settings.smtp_host, settings.smtp_port)
         found["smtp"] = {"reachable": problem is None, "detail": problem or f"{settings.smtp_host}:{settings.smtp_port}"}

@@ -110,8 +110,11 @@ async def test_a_notify_failure_receipt_marks_the_message_undelivered_and_falls_
     assert "message.status" in actions and "message.fallback" in actions
 
 
-async def test_receipts_need_notifys_bearer_token(start: Start) -> None:
+async def test_receipts_need_notifys_bearer_token_and_healthz_checks_notify(start: Start) -> None:
     stack = await start(sms_providers="notify")
+    async with httpx.AsyncClient(base_url=stack.http_url) as client:
+        health = (await client.get("/healthz")).json()
+    assert health["providers"]["notify"]["reachable"] is True
     body = {"id": "0b9f5c3e-1b1a-4a52-9d36-0f2f1f7d3c11", "reference": "x", "status": "delivered"}
     async with httpx.AsyncClient(base_url=stack.http_url) as client:
         assert (await client.post("/hooks/notify/status", json=body)).status_code == 403
@@ -157,6 +160,25 @@ async def test_twilio_failing_hands_sms_to_notify_audited_shown_and_switches_bac
     assert recovered and recovered[0]["detail"]["supplier"] == "twilio"
     assert "sms now goes through twilio" in recovered[0]["outcome"]
     assert 'data-supplier="sms.twilio" data-state="healthy"' in await _board(stack)
+
+
+async def test_notify_rate_limiting_hands_sms_to_twilio(start: Start, notify: NotifyServer,
+                                                        twilio_server: TwilioServer) -> None:  # noqa: F811
+    notify.per_minute = 3  # Notify's 3,000 a minute, scaled down
+    stack = await start(sms_providers="notify,twilio")
+    want = expected(stack.rt)
+    raised = await stack.raise_incident()
+    await stack.settled(raised["incident_id"], len(want))
+    sms = await sms_records(stack, raised["incident_id"])
+    by = {p: sorted(r["to"] for r in sms if r["provider"] == p) for p in ("notify", "twilio")}
+    assert len(by["notify"]) == 3 and len(by["twilio"]) == len(sms) - 3 > 0
+    assert all(r["status"] in TOOK for r in sms)
+    assert sorted(n.to for n in notify.sent) == by["notify"]
+    assert sorted(m.to for m in twilio_server.messages if not m.to.startswith("whatsapp:")) == by["twilio"]
+    assert 429 in notify.refused
+    failing = [r for r in await system_actions(stack) if r["action"] == "supplier.failing"]
+    assert failing and failing[0]["detail"]["supplier"] == "notify" and "RateLimitError" in failing[0]["detail"]["reason"]
+    assert failing[0]["detail"]["active"] == "twilio"
 
 
 async def test_smtp_down_hands_email_to_notify(start: Start, notify: NotifyServer,
