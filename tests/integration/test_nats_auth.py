@@ -346,3 +346,35 @@ async def test_deploy_cluster_configs_run_with_tls_clients_tls_routes_and_the_ro
             proc.terminate()
         for proc in procs:
             proc.wait(10)
+
+
+def test_external_nats_workers_wait_for_setup_by_admin_then_run_as_themselves(secured_nats: NatsServer,
+                                                                            tmp_path: Path) -> None:
+    """`sims worker` with its own seed does not create streams (it may not): it asks for `sims nats
+    setup`, which the admin's seed can do; then the worker starts."""
+    import os
+    import subprocess
+    import sys
+
+    folder = seeds_folder(tmp_path / "data")
+    env = {**os.environ, "SIMS_NATS_URL": secured_nats.url, "SIMS_DATA_DIR": str(tmp_path / "worker-data"),
+           "SIMS_LOG_JSON": "false", "SIMS_NATS_CREDS": str(folder / "worker.nk")}
+    sims = [sys.executable, "-m", "handlers.cli"]
+    early = subprocess.run([*sims, "worker"], env=env, capture_output=True, text=True, timeout=90)
+    assert early.returncode != 0 and "sims nats setup" in early.stdout + early.stderr
+    setup = subprocess.run([*sims, "nats", "setup"], env={**env, "SIMS_NATS_CREDS": str(folder / "admin.nk")},
+                            capture_output=True, text=True, timeout=90)
+    assert setup.returncode == 0 and "ready" in setup.stdout, setup.stderr
+    proc = subprocess.Popen([*sims, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        assert any(line.startswith("Worker: handling commands") for line in lines), "".join(lines)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0
