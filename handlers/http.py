@@ -267,6 +267,19 @@ def create_app(rt: Runtime) -> FastAPI:
         incident_id = await rt.incidents.resolve(key)
         return await rt.notifications.deliveries(incident_id)
 
+    @api.get("/api/drills", summary="Drills (exercise incidents), newest first")
+    async def list_drills() -> list[dict[str, Any]]:
+        from sims import drills
+
+        return [queries.public(i) for i in await drills.list_drills(rt)]
+
+    @api.get("/api/drills/{key}/report", summary="A drill's readiness report, with the trend across drills")
+    async def drill_report(key: str) -> dict[str, Any]:
+        from sims import drills
+
+        report, points = await drills.drill_report(rt, key)
+        return drills.as_json(report, points)
+
     @api.post("/api/preview", summary="Who would be notified of an incident like this, and why")
     async def preview(body: PreviewBody) -> list[dict[str, Any]]:
         return queries.preview(rt, body.type, body.level, body.ward, body.gold)

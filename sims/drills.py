@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -49,3 +50,20 @@ async def drill_report(rt: Runtime, key: str, now: datetime | None = None
     earlier = [d for d in await list_drills(rt) if d.raised_at < incident.raised_at][: MAX_TREND - 1]
     reports = [report] + [await report_for(rt, d, now) for d in earlier]
     return report, readiness.trend(reports)
+
+
+def as_json(report: readiness.ReadinessReport, points: list[readiness.TrendPoint]) -> dict[str, Any]:
+    """The report for the API: every figure, with the medians and rates spelt out, and the trend."""
+
+    def channels(figures: tuple[readiness.ChannelFigures, ...]) -> list[dict[str, Any]]:
+        return [{**asdict(c), "median_delivery": c.median_delivery, "median_ack": c.median_ack} for c in figures]
+
+    def rows(found: tuple[readiness.Readiness, ...]) -> list[dict[str, Any]]:
+        return [{**asdict(r), "channels": channels(r.channels), "median_ack": r.median_ack,
+                 "median_delivery": r.median_delivery} for r in found]
+
+    return {**asdict(report), "people": rows(report.people), "roles": rows(report.roles),
+            "channels": channels(report.channels), "summary": {
+                "messages": report.messages, "failed": report.failed, "median_delivery": report.median_delivery,
+                "median_ack": report.median_ack, "ack_rate": report.ack_rate},
+            "trend": [asdict(p) for p in points], "change": readiness.change(points, report.reference)}

@@ -19,6 +19,7 @@ from sims.adapters.nats_server import NatsServer
 from sims.messages import EventType, Transition
 from sims.metrics import exposition
 from tests.support import twilio_server as tw
+from tests.support.api import api_client
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.smtp_server import SmtpServer
 from tests.support.stack import Stack, start_stack
@@ -154,3 +155,15 @@ async def run_drill(stack: Stack, nats_url: str, tmp_path: Path) -> None:
     html = out_file.read_text()
     assert html.count("<svg") == len(drill_report.CHARTS) and "EXERCISE EXERCISE EXERCISE" in html
     assert f'<dd data-figure="failed">{len(failed)}</dd>' in html
+
+    # The API gives the same figures to a read-only token; a live incident has no readiness report.
+    async with await api_client(stack.rt, stack.http_url, scopes=("read",)) as api:
+        listed_api = (await api.get("/api/drills")).json()
+        assert [d["reference"] for d in listed_api] == [reference] and listed_api[0]["exercise"] is True
+        body = (await api.get(f"/api/drills/{reference}/report")).json()
+        assert body["summary"]["failed"] == len(failed) and body["summary"]["messages"] == len(records)
+        assert body["stale"] == [{"person": NORCROSS, "name": norcross.name, "channel": "sms", "code": "21211",
+                                  "reason": "not a valid phone number"}]
+        assert body["task_counts"]["on_time"] == 1 and body["trend"][0]["reference"] == reference
+        live = await stack.raise_incident(command_id="live-incident-0001")
+        assert (await api.get(f"/api/drills/{live['reference']}/report")).status_code == 404
