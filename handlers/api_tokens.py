@@ -125,8 +125,11 @@ class TokenStore:
     async def _get(self, key: str) -> bytes | None:
         from nats.js.errors import KeyNotFoundError
 
+        from sims.adapters.jetstream import retrying
+
         try:
-            entry = await (await self._bucket()).get(key)
+            kv = await self._bucket()
+            entry = await retrying(lambda: kv.get(key))  # through a leader election
         except KeyNotFoundError:
             return None
         return entry.value or None
@@ -181,7 +184,10 @@ class TokenStore:
         if current is not None:
             fresh = ApiToken.from_json(current)
             if not fresh.revoked:
-                await (await self._bucket()).put(f"h.{digest}", replace(fresh, last_used_at=now).to_json())
+                from sims.adapters.jetstream import retrying
+
+                kv = await self._bucket()
+                await retrying(lambda: kv.put(f"h.{digest}", replace(fresh, last_used_at=now).to_json()))
 
     async def all(self) -> list[ApiToken]:
         kv = await self._bucket()

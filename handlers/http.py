@@ -16,6 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from twilio.request_validator import RequestValidator
 
 from sims import queries
+from sims.adapters import jetstream as jsa
 from sims.adapters.jetstream import STATUS_SUBJECT
 from sims.model import IncidentType, Level
 from sims.adapters.commands import submit
@@ -296,8 +297,8 @@ def create_app(rt: Runtime) -> FastAPI:
                                 status_code=403)
         report = {"provider_id": form.get("MessageSid", ""), "status": form.get("MessageStatus", ""),
                   "error_code": form.get("ErrorCode")}
-        await rt.js.publish(STATUS_SUBJECT, json.dumps(report).encode(), timeout=5.0,
-                            headers={"Nats-Msg-Id": f"status-{report['provider_id']}-{report['status']}"})
+        await jsa.publish(rt.js, STATUS_SUBJECT, json.dumps(report).encode(),
+                          headers={"Nats-Msg-Id": f"status-{report['provider_id']}-{report['status']}"})
         return Response(status_code=204)
 
     @api.get("/api/outbox", summary="Messages written to the local outbox (embedded default)")

@@ -102,6 +102,11 @@ def servers(url: str) -> list[str]:
 # the same headers; a Nats-Msg-Id makes the retry a duplicate the server acknowledges, not a copy.
 TRANSIENT = (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError,
              ServiceUnavailableError, ConnectionReconnectingError)
+DUPLICATE_IN_PROCESS = 10158  # a retry arrived while the first copy is still being replicated
+
+
+def transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT) or getattr(exc, "err_code", None) == DUPLICATE_IN_PROCESS
 
 
 async def publish(js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str] | None = None,
@@ -117,8 +122,8 @@ async def retrying(operation: Any, patience: float = 60.0) -> Any:
     for attempt in range(1_000):
         try:
             return await operation()
-        except TRANSIENT:
-            if loop.time() >= deadline:
+        except (*TRANSIENT, APIError) as exc:
+            if loop.time() >= deadline or not transient(exc):
                 raise
             await asyncio.sleep(min(1.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.0))
     raise RuntimeError("unreachable")
@@ -207,7 +212,7 @@ class NatsEventStore:
         subject, last = evt_subject(incident_id), after
         while True:
             try:
-                msg = await self.js.get_msg(EVENTS, seq=last + 1, subject=subject, next=True)
+                msg = await retrying(lambda: self.js.get_msg(EVENTS, seq=last + 1, subject=subject, next=True))
             except NotFoundError:
                 return events, last
             events.extend(Event.model_validate(e) for e in json.loads(msg.data or b"{}")["events"])
@@ -235,7 +240,7 @@ class NatsAuditLog:
 
     async def _tip(self, chain: str) -> tuple[int, int, str]:
         try:
-            msg = await self.js.get_last_msg(AUDIT, audit_subject(chain))
+            msg = await retrying(lambda: self.js.get_last_msg(AUDIT, audit_subject(chain)))
         except NotFoundError:
             return 0, -1, GENESIS
         record = json.loads(msg.data)

@@ -122,7 +122,8 @@ class Sending(NotificationCore):
         seen: dict[str, Status] = {}
 
         def merge(old: dict[str, Any] | None) -> dict[str, Any]:
-            old = old or {}
+            if not old or "key" not in old:  # the send's record is not written yet: never make a bare one
+                raise UnknownMessage(provider_id)
             seen["current"] = current = Status(old.get("status", Status.ACCEPTED))
             history = [*old.get("history", []), {"status": reported, "at": self.clock.now().isoformat(),
                                                  "error_code": error_code}]
