@@ -72,9 +72,9 @@ class FailoverSender:
                                      message=str(held), retry_after=held.wait) from held
         try:
             return await self._send(message)
-        except DeliveryFailed:
-            if slot is not None and self.guard is not None:
-                self.guard.release(slot, now)
+        except DeliveryFailed as failure:
+            if slot is not None and self.guard is not None and failure.code != "timeout":
+                self.guard.release(slot, now)  # it never reached a network (a timeout may have: keep counting it)
             raise
 
     async def _send(self, message: OutgoingSms | OutgoingEmail) -> Accepted:
