@@ -7,7 +7,7 @@ and the last hash they show is the one `sims audit export` + `sims audit verify`
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -45,7 +45,7 @@ async def produce(rt: Runtime, key: str, *, audience: Audience, may_see_restrict
     """The pack for `audience`, with its production audited (who, audience, restricted, content hash)."""
     found = await sources(rt, key)
     pack = assemble(found, audience=audience, may_see_restricted=may_see_restricted, generated_by=by,
-                    generated_at=datetime.now(timezone.utc), sims_version=sims_version(),
+                    generated_at=datetime.now(UTC), sims_version=sims_version(),
                     tz=ZoneInfo(rt.protocol.borough.timezone))
     detail: dict[str, Any] = {"reference": found.incident.reference, "audience": audience.value,
                               "restricted": may_see_restricted, "content_sha256": pack.version.content_sha256,
@@ -57,4 +57,4 @@ async def produce(rt: Runtime, key: str, *, audience: Audience, may_see_restrict
     return pack
 
 
-__all__ = ["produce", "sources", "sims_version"]
+__all__ = ["produce", "sims_version", "sources"]

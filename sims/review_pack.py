@@ -223,6 +223,11 @@ def _audit(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "problem": verdict.problem or "", "result": verdict.describe(), "per_chain": list(chains.values())}
 
 
+def _plain(text: str) -> str:
+    """The text itself, also for a `Restricted` (whose str() is only a marker)."""
+    return str.__str__(text)
+
+
 def _incident(incident: Incident, may_see_restricted: bool, tz: tzinfo) -> dict[str, Any]:
     d = incident.details
     details = {
@@ -241,8 +246,8 @@ def _incident(incident: Incident, may_see_restricted: bool, tz: tzinfo) -> dict[
         "raised_at": _when(incident.raised_at, tz), "raised_by": incident.raised_by,
         "closed_reason": incident.closed_reason or "",
         "details": {k: v for k, v in details.items() if v},
-        "restricted": incident.restricted.reveal() if may_see_restricted else None,
-        "has_restricted": bool(incident.restricted.reveal()),
+        "restricted": _plain(incident.restricted) if may_see_restricted else None,
+        "has_restricted": bool(_plain(incident.restricted)),
     }
 
 
@@ -273,5 +278,5 @@ def assemble(src: Sources, *, audience: Audience, may_see_restricted: bool, gene
     return Pack(title=TITLES[audience], purpose=PURPOSES[audience], content=content, version=version, data=data)
 
 
-__all__ = ["PACK_FORMAT", "WITHHELD", "Audience", "TITLES", "Sources", "VersionBlock", "Pack", "assemble",
+__all__ = ["PACK_FORMAT", "TITLES", "WITHHELD", "Audience", "Pack", "Sources", "VersionBlock", "assemble",
            "content_hash"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,7 +18,7 @@ from sims.messages import Event, EventType
 from sims.pack_render import render_html
 from sims.review_pack import PACK_FORMAT, Audience, Sources, assemble, content_hash
 
-T0 = datetime(2026, 11, 30, 21, 40, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 30, 21, 40, tzinfo=UTC)
 LONDON = ZoneInfo("Europe/London")
 SECRET = "Victim: Jordan Smith, 17, of 12 Acacia Road"
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -105,7 +105,7 @@ def make(audience: Audience = Audience.GOLD, restricted: bool = False, **kw: Any
 
 def test_the_pack_holds_the_timeline_who_was_told_acknowledgements_steps_fund_and_audit() -> None:
     c = make().content
-    assert [e["what"] for e in c["timeline"]][0] == "Raised (stabbing, level 1) in Peckham"
+    assert c["timeline"][0]["what"] == "Raised (stabbing, level 1) in Peckham"
     assert len(c["timeline"]) == len(EVENTS)
     told = {t["person"]: t for t in c["told"]}
     assert told["Pat Harrington"]["what"] == "Holding notice: A young man was stabbed"
@@ -196,8 +196,9 @@ def test_the_pdf_is_a_pdf_with_pages_and_names_its_content_hash() -> None:
     pack = make()
     pdf = render_pdf(pack, "OFFICIAL-SENSITIVE")
     assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
-    from pypdf import PdfReader  # noqa: PLC0415 - only this test reads PDFs
     import io
+
+    from pypdf import PdfReader
 
     reader = PdfReader(io.BytesIO(pdf))
     assert len(reader.pages) >= 2
