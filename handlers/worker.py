@@ -150,6 +150,9 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
                           "stream")
         await rt.js.delete_msg(jsa.COMMANDS, seq)
 
+    from handlers.pan_london import attach  # boundary notices and the VRU feed (SIMS_PAN_LONDON)
+
+    attach(broker, rt)
     return broker
 
 

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
                             "role (admin, worker, web) is generated under <data>/nats/ on first start.")
     nats_creds: Path | None = Field(None, description="NKey seed file (or JWT .creds) this process connects with; "
                                     "unset: the role's seed under <data>/nats/ if there is one.")
+    pan_london: bool = Field(False, description="This process is one borough of a pan-London deployment "
+                             "(deploy/pan-london/): its worker sends the VRU summaries and neighbouring boroughs "
+                             "boundary notices, and raises linked incidents from theirs.")
     nats_tls_ca: Path | None = Field(None, description="CA that signed the NATS server's certificate (TLS).")
     nats_tls_cert: Path | None = Field(None, description="Client certificate, when the server verifies clients.")
     nats_tls_key: Path | None = Field(None, description="Key of the client certificate.")

@@ -62,6 +62,12 @@ class RaiseIncident(_Command):
         default="", max_length=8000, description="What may not be shared outside SIMS (names, ...)."
     )
     exercise: bool = False
+    also_affects: tuple[Annotated[str, Field(pattern=r"^[A-Z]{2,5}$")], ...] = Field(
+        default=(), max_length=10, description="Codes of neighbouring boroughs to tell as well (pan-London), "
+        "beyond those whose boundary the ward is on.")
+    linked_from: str | None = Field(default=None, max_length=64, pattern=r"^[A-Z]{2,5}-\d{4}-\d{4,}$",
+                                    description="Reference of the neighbouring borough's incident this one "
+                                    "was raised from (a boundary notice).")
 
 
 class UpdateIncident(_Command):

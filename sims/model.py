@@ -182,6 +182,8 @@ class Incident(Frozen):
     outline: str
     restricted: RestrictedText = ""
     exercise: bool = False
+    also_affects: tuple[str, ...] = Field((), description="Neighbouring boroughs named on the raise.")
+    linked_from: str | None = Field(None, description="The neighbouring borough's incident this was raised from.")
     raised_by: str
     gold: bool = False
     details: Details = Details()

@@ -58,6 +58,14 @@ class Borough(_Conf):
         return self
 
 
+class Boundary(_Conf):
+    """A neighbouring borough in the same deployment (pan-London): which of our wards face which of theirs."""
+
+    name: str = Field(min_length=1, max_length=80)
+    wards: dict[str, tuple[str, ...]] = Field(default_factory=dict,
+                                              description="Our ward -> their wards across the boundary.")
+
+
 class When(_Conf):
     """Which incidents a rule applies to; empty lists mean all."""
 
@@ -101,6 +109,19 @@ class ProtocolConfig(_Conf):
                                 description="Unacknowledged notices and briefings are sent again on the next channel.")
     notify: tuple[NotifyRule, ...] = Field(min_length=1)
     steps: tuple[Step, ...] = ()
+    boundaries: dict[Annotated[str, Field(pattern=r"^[A-Z]{2,5}$")], Boundary] = Field(
+        default_factory=dict, description="Neighbouring boroughs by code (see sims/boroughs.py).")
+
+    @model_validator(mode="after")
+    def _boundary_wards(self) -> ProtocolConfig:
+        problems = [f"boundaries: {code} is this borough's own code" for code in self.boundaries
+                    if code == self.borough.code]
+        for code, boundary in self.boundaries.items():
+            problems += [f"boundaries.{code}: {ward!r} is not a ward of {self.borough.name}"
+                         for ward in boundary.wards if ward not in self.borough.wards]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _known_roles(self) -> ProtocolConfig:

@@ -1,0 +1,158 @@
+"""Pan-London subscribers of a borough's worker, and the VRU's overview (see sims/adapters/nats_accounts.py).
+
+With SIMS_PAN_LONDON on, a borough's worker also:
+  - after each incident event, sends the VRU a summary of the incident (shareable fields only);
+  - after a raise, sends each neighbouring borough it concerns a boundary notice (shareable fields
+    only) and records that in the incident's audit trail;
+  - turns each notice from a neighbour into a raise of its own (its ward, its protocol, its
+    contacts, its own reference, linked back), through its usual command stream.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
+from sims.adapters import jetstream as jsa
+from sims.adapters.nats_accounts import (
+    BOUNDARY_CONSUMER,
+    BOUNDARY_STREAM,
+    FORWARD_CONSUMER,
+    VRU_STREAM,
+    boundary_out,
+    vru_out,
+)
+from sims.boroughs import BoundaryNotice, VruSummary, linked_raise, notices_for, unknown_neighbours, vru_summary
+from sims.bootstrap import Runtime
+from sims.errors import ValidationFailed
+from sims.messages import Event, EventType
+
+log = structlog.get_logger("sims.pan_london")
+SHARED_FIELDS = sorted(BoundaryNotice.model_fields)
+PATIENCE = 5.0  # seconds a cross-account write is retried before the event is handled again later
+
+
+async def forward(rt: Runtime, events: list[Event]) -> None:
+    """The VRU's summary of the incident these events changed; notices to neighbours after a raise."""
+    incident, _seq, _all = await rt.incidents.load(events[0].incident_id)
+    summary = vru_summary(incident, rt.protocol)
+    await jsa.publish(rt.js, vru_out(incident.id), summary.model_dump_json().encode(),
+                      {"Nats-Msg-Id": f"vru-{incident.id}-{incident.version}"}, patience=PATIENCE)
+    if not any(e.type is EventType.RAISED for e in events):
+        return
+    unknown = unknown_neighbours(rt.protocol, incident.also_affects)
+    if unknown:
+        await rt.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="boundary.notified",
+                              outcome="refused", detail={"unknown": unknown, "message": "not a neighbouring borough "
+                                                         "in this protocol's boundaries"})
+    for notice in notices_for(incident, rt.protocol):
+        ack = await jsa.publish(rt.js, boundary_out(notice.to_code), notice.model_dump_json().encode(),
+                                {"Nats-Msg-Id": f"notice-{notice.from_code}-{notice.incident_id}"}, patience=PATIENCE)
+        if ack.duplicate:
+            continue  # sent and audited before this event was redelivered
+        await rt.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="boundary.notified",
+                              outcome="sent", detail={"to": notice.to_code, "why": notice.why, "fields": SHARED_FIELDS})
+        log.info("boundary.notified", incident_id=incident.id, to=notice.to_code)
+
+
+async def receive(rt: Runtime, subject: str, raw: bytes) -> None:
+    """A neighbour's notice -> this borough's own raise (a dead letter when it cannot be one)."""
+    from handlers.worker import dead_letter
+
+    sender = subject.rsplit(".", 1)[-1]
+    try:
+        notice = BoundaryNotice.model_validate_json(raw)
+    except ValidationError as exc:
+        await dead_letter(rt, jsa.DLQ_INTAKE, raw, {"error": "invalid", "message": str(exc)[:500]}, "boundary")
+        return
+    if notice.from_code != sender:  # the import fixes the sender's subject; the body must agree with it
+        await dead_letter(rt, jsa.DLQ_INTAKE, raw, {"error": "invalid", "message": f"a notice from {sender} "
+                          f"claims to come from {notice.from_code}"}, "boundary")
+        return
+    try:
+        command = linked_raise(notice, rt.protocol)
+    except ValidationFailed as exc:
+        await dead_letter(rt, jsa.DLQ_INTAKE, raw, exc.to_dict(), "boundary")
+        return
+    await jsa.publish(rt.js, jsa.CMD_SUBJECT, command.model_dump_json().encode(), {"Nats-Msg-Id": command.command_id})
+    log.info("boundary.received", source=notice.reference, from_code=notice.from_code)
+
+
+def attach(broker: NatsBroker, rt: Runtime) -> None:
+    """Add the pan-London subscribers to a borough worker's broker (only with SIMS_PAN_LONDON on)."""
+    if not getattr(rt.settings, "pan_london", False):
+        return
+
+    @broker.subscriber("sims.evt.>", stream=JStream(name=jsa.EVENTS, declare=False), durable=FORWARD_CONSUMER,
+                       pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.NACK_ON_ERROR,
+                       title="pan-london", description="Sends the VRU a summary of each changed incident and "
+                       "neighbouring boroughs a notice of each incident on their boundary (shareable fields only).")
+    async def on_event(msg: NatsMessage) -> None:
+        events = [Event.model_validate(item) for item in json.loads(msg.body)["events"]]
+        if events:
+            with structlog.contextvars.bound_contextvars(incident_id=events[0].incident_id):
+                await forward(rt, events)
+
+    @broker.subscriber("sims.boundary.in.>", stream=JStream(name=BOUNDARY_STREAM, declare=False),
+                       durable=BOUNDARY_CONSUMER, pull_sub=PullSub(batch_size=16, timeout=1.0),
+                       ack_policy=AckPolicy.NACK_ON_ERROR, title="boundary-intake",
+                       description="Neighbouring boroughs' notices: each becomes a linked incident of this borough.")
+    async def on_notice(msg: NatsMessage) -> None:
+        await receive(rt, msg.raw_message.subject, msg.body)
+
+
+async def overview(js: JetStreamContext) -> list[VruSummary]:
+    """Every borough's incidents as the VRU sees them (its own stream), newest first."""
+    found: list[VruSummary] = []
+    seq = 1
+    while True:
+        try:
+            msg = await js.get_msg(VRU_STREAM, seq, subject="vru.in.>", next=True)
+        except NotFoundError:
+            break
+        found.append(VruSummary.model_validate_json(msg.data or b"{}"))
+        seq = int(msg.seq or seq) + 1
+    return sorted(found, key=lambda s: s.raised_at, reverse=True)
+
+
+def overview_rows(summaries: list[VruSummary], open_only: bool = True) -> list[dict[str, Any]]:
+    """Rows for the CLI and JSON: one per incident."""
+    from sims.model import TERMINAL_STATES
+
+    return [{"borough": s.borough_name, "reference": s.reference, "state": s.state.value, "type": s.type.value,
+             "level": s.level.value, "ward": s.ward, "gold": s.gold, "exercise": s.exercise,
+             "raised_at": s.raised_at.isoformat(), "linked_from": s.linked_from or "", "concerns": list(s.concerns)}
+            for s in summaries if not (open_only and s.state in TERMINAL_STATES)]
+
+
+
+async def setup_borough(settings: Any, url: str) -> None:
+    """As the borough's admin (SIMS_NATS_CREDS): SIMS's streams and buckets, and its boundary inbox."""
+    from handlers.serve import prepare_nats
+    from sims.adapters.nats_accounts import ensure_boundary_stream
+    from sims.adapters.nats_auth import access_for
+
+    await prepare_nats(settings, url, embedded=True)  # embedded=True: set up as admin, not only check
+    nc = await jsa.connect(url, "sims-london-setup", **access_for(settings, "admin").connect_options())
+    try:
+        await ensure_boundary_stream(nc.jetstream(timeout=10.0), jsa.replicas_for(nc, settings.replicas))
+    finally:
+        await nc.close()
+
+
+async def setup_vru(url: str, access: Any, replicas: int = 0) -> None:
+    """As the VRU account's admin: the overview stream."""
+    from sims.adapters.nats_accounts import ensure_vru_stream
+
+    nc = await jsa.connect(url, "sims-london-setup", **access.connect_options())
+    try:
+        await ensure_vru_stream(nc.jetstream(timeout=10.0), jsa.replicas_for(nc, replicas))
+    finally:
+        await nc.close()
