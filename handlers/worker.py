@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sims.adapters import jetstream as jsa
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime
+from sims.crypto import withhold  # restricted details never wait a year in a dead letter
 from sims.errors import WrongChannel
 from sims.messages import COMMAND_ADAPTER, MAX_COMMAND_BYTES, Command, Event, is_acknowledgement
 from sims.notifications import MAX_ATTEMPTS, Retry, UnknownMessage
@@ -39,7 +40,7 @@ def bad_input(raw: bytes) -> tuple[Command | None, dict[str, Any] | None]:
 async def dead_letter(rt: Runtime, subject: str, raw: bytes, reason: dict[str, Any], source: str) -> None:
     """Keep what could not be handled, with the reason, where a person will see it."""
     body = json.dumps({"reason": reason, "source": source,
-                       "payload": raw[:MAX_COMMAND_BYTES].decode("utf-8", "replace")}).encode()
+                       "payload": withhold(raw[:MAX_COMMAND_BYTES]).decode("utf-8", "replace")}).encode()
     await jsa.publish(rt.js, subject, body)
     log.warning("command.dead_lettered", subject=subject, source=source, error=reason.get("error"))
 

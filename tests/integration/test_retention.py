@@ -24,7 +24,10 @@ from sims.erasure import ERASED, ErasureRefused
 from sims.messages import Event, EventType, Transition, Trigger
 from sims.ports import OutgoingEmail, OutgoingSms
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
-from tests.support.stack import SECRET_WORDS, Stack, stack  # noqa: F401
+from tests.support.api import api_client
+from tests.support.smtp_server import SmtpServer
+from tests.support.stack import SECRET_WORDS, Stack, protocol_without_steps, stack, start_stack  # noqa: F401
+from tests.support.twilio_server import TwilioServer
 
 REVIEW_PATH = [Trigger.CONFIRM_NOTIFIED, Trigger.BEGIN_REASSURANCE, Trigger.BEGIN_RECOVERY, Trigger.BEGIN_REVIEW]
 
@@ -217,3 +220,60 @@ async def test_the_outbox_loses_an_incidents_messages_and_keeps_the_others(tmp_p
     assert erase_incident(tmp_path, "gone") == 0
     await sms.send(OutgoingSms(key="kept.update.p1.sms.1", to="+447700900123", body="Appends still work"))
     assert [e["key"] for e in read_outbox(tmp_path, None)] == ["kept.holding.p1.sms.1", "kept.update.p1.sms.1"]
+
+
+async def test_the_workers_sweeper_erases_once_retention_ends_and_the_api_shows_it(
+        nats_server: NatsServer, twilio_server: TwilioServer, smtp_server: SmtpServer, tmp_path: Path) -> None:
+    started, stop = await start_stack(nats_server, twilio_server, smtp_server, tmp_path, sweep=True,
+                                      protocol=protocol_without_steps(tmp_path), retention_days=0)
+    try:
+        raised = await started.raise_incident()
+        incident_id = raised["incident_id"]
+        async with await api_client(started.rt, started.http_url) as api:
+            shown = (await api.get(f"/api/incidents/{raised['reference']}")).json()
+            assert shown["restricted"] == "[restricted]" and shown["erased_at"] is None
+            await started.settled(incident_id, 1)
+            assert (await started.rt.incidents.current(incident_id)).erased_at is None  # open: kept
+            result = await started.run(Transition(actor="duty", incident=incident_id, trigger=Trigger.STAND_DOWN,
+                                                  reason="Police confirm no injuries"))
+            assert result["ok"], result
+
+            async def erased() -> bool:
+                return bool((await started.rt.kv.get("sims_incidents", incident_id) or {}).get("erased_at"))
+            await started.wait_for(erased)
+            shown = (await api.get(f"/api/incidents/{raised['reference']}")).json()
+            assert shown["restricted"] == "[erased]" and shown["erased_at"] and shown["state"] == "stood_down"
+            assert shown["timeline"][-1]["type"] == "personal_data.erased"
+            assert reveals(json.dumps(shown)) == []
+            listed = (await api.get("/api/incidents")).json()
+            assert [i["restricted"] for i in listed if i["id"] == incident_id] == ["[erased]"]
+            audit = (await api.get(f"/api/incidents/{raised['reference']}/audit?format=jsonl")).text
+            assert reveals(audit) == [] and '"personal_data.erased"' in audit
+        records = await queries.audit_records(started.rt)
+        assert queries.verify_records(records).ok
+        assert [r["actor"] for r in records if r["action"] == "personal_data.erased"] == ["sims"]
+    finally:
+        await stop()
+
+
+async def test_dead_letters_keep_the_reason_but_not_the_restricted_details(stack: Stack) -> None:
+    from tests.support.stack import RAISE
+
+    rt = stack.rt
+    for payload in (json.dumps({**RAISE, "kind": "raise", "ward": "Atlantis"}).encode(),  # refused by the domain
+                    json.dumps({**RAISE, "kind": "raise", "level": "nine"}).encode()):  # invalid at intake
+        reply = json.loads((await rt.nc.request(jsa.API_SUBJECT, payload, timeout=15)).data)
+        assert reply["ok"] is False
+
+    async def both() -> list[dict[str, Any]]:
+        return [json.loads(m.data) async for m in jsa.read_subject(rt.js, jsa.DEAD, "sims.dlq.>")]
+    await stack.wait_for(lambda: _count(both, 2))
+    letters = await both()
+    assert reveals(json.dumps(letters)) == []
+    payloads = [json.loads(letter["payload"]) for letter in letters]
+    assert {p["ward"] for p in payloads} == {"Atlantis", "Peckham"}
+    assert all(p["restricted"] == f"withheld ({len(RAISE['restricted'])} characters)" for p in payloads)
+
+
+async def _count(found: Any, at_least: int) -> bool:
+    return len(await found()) >= at_least

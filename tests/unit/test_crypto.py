@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -102,3 +103,13 @@ def test_keys_encode_and_decode_and_wrong_lengths_are_refused() -> None:
     assert crypto.decode_key(crypto.encode_key(key)) == key
     with pytest.raises(ValueError):
         crypto.decode_key(base64.b64encode(b"short").decode())
+
+
+def test_dead_letter_payloads_keep_everything_but_the_personal_fields() -> None:
+    raw = json.dumps({"kind": "raise", "ward": "Nowhere", "restricted": NAME}).encode()
+    kept = json.loads(crypto.withhold(raw))
+    assert kept == {"kind": "raise", "ward": "Nowhere", "restricted": f"withheld ({len(NAME)} characters)"}
+    cut = b'{"kind": "raise", "restricted": "Victim: Jordan \\"JJ\\" Smith, 17, of 12 Aca'
+    assert b"Jordan" not in crypto.withhold(cut) and b'"kind": "raise"' in crypto.withhold(cut)
+    for untouched in (b"not json", b"[1,2]", b'{"restricted": ""}', b'{"ward": "Peckham"}'):
+        assert crypto.withhold(untouched) == untouched
