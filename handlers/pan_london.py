@@ -86,8 +86,9 @@ async def receive(rt: Runtime, subject: str, raw: bytes) -> None:
 
 
 def attach(broker: NatsBroker, rt: Runtime) -> None:
-    """Add the pan-London subscribers to a borough worker's broker (only with SIMS_PAN_LONDON on)."""
-    if not getattr(rt.settings, "pan_london", False):
+    """Add the pan-London subscribers to a borough worker's broker (with SIMS_PAN_LONDON on; always for the
+    AsyncAPI document, built with no runtime)."""
+    if rt is not None and not rt.settings.pan_london:
         return
 
     @broker.subscriber("sims.evt.>", stream=JStream(name=jsa.EVENTS, declare=False), durable=FORWARD_CONSUMER,
