@@ -5,16 +5,17 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display: render to files and strings only
-import matplotlib.pyplot as plt  # noqa: E402
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape  # noqa: E402
-from markupsafe import Markup  # noqa: E402
+import matplotlib.pyplot as plt
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+from matplotlib.ticker import MaxNLocator
 
-from sims.readiness import Outcome, ReadinessReport, TrendPoint, change  # noqa: E402
+from sims.readiness import Outcome, ReadinessReport, TrendPoint, change
 
 PAGES = Path(__file__).resolve().parent.parent / "templates" / "pages"
 CHARTS = ("acknowledge", "tasks", "trend")
@@ -24,7 +25,7 @@ CHART_TITLES = {"acknowledge": "Median time to acknowledge per role and channel 
 COLOURS = {"sms": "#1d70b8", "email": "#f47738", "whatsapp": "#00703c",
            Outcome.ON_TIME: "#00703c", Outcome.LATE: "#f47738", Outcome.NEVER: "#d4351c",
            Outcome.OPEN: "#b1b4b6", Outcome.WAIVED: "#6f777b"}
-_RC = {"svg.fonttype": "none", "svg.hashsalt": "sims", "font.size": 10, "font.family": "sans-serif"}
+_RC: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "sims", "font.size": 10, "font.family": "sans-serif"}
 
 
 def _svg(fig: Any) -> str:
@@ -48,7 +49,7 @@ def acknowledge_chart(report: ReadinessReport) -> str:
     """Horizontal bars: each role's median time to acknowledge, one bar per channel."""
     roles = [r for r in report.roles if r.ack_seconds] or list(report.roles[:1])
     channels = sorted({c.channel for r in roles for c in r.channels if c.ack_seconds}) or ["sms"]
-    with plt.rc_context(_RC):
+    with plt.rc_context(cast(Any, _RC)):
         fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(len(roles), 1) * max(len(channels), 1)))
         height = 0.8 / len(channels)
         for n, channel in enumerate(channels):
@@ -70,7 +71,7 @@ def acknowledge_chart(report: ReadinessReport) -> str:
 def tasks_chart(report: ReadinessReport) -> str:
     """Stacked horizontal bars: each role's tasks on time, late, never (and open, waived)."""
     roles = [r for r in report.roles if r.tasks.total]
-    with plt.rc_context(_RC):
+    with plt.rc_context(cast(Any, _RC)):
         fig, ax = plt.subplots(figsize=(7, 0.6 + 0.4 * max(len(roles), 1)))
         left = [0] * len(roles)
         for outcome in Outcome.ALL:
@@ -82,7 +83,7 @@ def tasks_chart(report: ReadinessReport) -> str:
         ax.set_yticks(range(len(roles)), [r.name for r in roles])
         ax.invert_yaxis()
         ax.set_xlabel("tasks")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
         ax.spines[["top", "right"]].set_visible(False)
         if not roles:
@@ -94,7 +95,7 @@ def trend_chart(points: list[TrendPoint]) -> str:
     """Two panels over the drills, oldest first: median delivery and acknowledgement times; task outcomes."""
     labels = [p.reference for p in points]
     xs = list(range(len(points)))
-    with plt.rc_context(_RC):
+    with plt.rc_context(cast(Any, _RC)):
         fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
         top.plot(xs, [_line(p.median_delivery) for p in points], marker="o", label="median time to delivery",
                  color="#1d70b8")
@@ -167,11 +168,14 @@ def context(report: ReadinessReport, points: list[TrendPoint]) -> dict[str, Any]
             "titles": CHART_TITLES}
 
 
+def _prefixed(svg: str, name: str) -> Markup:
+    """`svg` with each id (and each reference to one) prefixed by `name`: several charts share one page."""
+    renamed = _SVG_ID.sub(lambda m: f'id="{name}-{m.group(1)}"', svg)
+    return Markup(renamed.replace("url(#", f"url(#{name}-").replace('xlink:href="#', f'xlink:href="#{name}-'))
+
+
 def render_html(report: ReadinessReport, points: list[TrendPoint], env: Environment | None = None) -> str:
     """The report as one HTML file: styles and SVG charts inline, nothing fetched."""
-    svgs = {}
-    for name, svg in charts(report, points).items():  # ids made unique per chart: they share one page
-        svgs[name] = Markup(_SVG_ID.sub(lambda m: f'id="{name}-{m.group(1)}"', svg)
-                            .replace('url(#', f'url(#{name}-').replace('xlink:href="#', f'xlink:href="#{name}-'))
+    svgs = {name: _prefixed(svg, name) for name, svg in charts(report, points).items()}
     env = env or environment()
     return env.get_template("drills/report.html").render(svgs=svgs, **context(report, points))

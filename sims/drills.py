@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sims import queries, readiness
@@ -35,7 +35,7 @@ async def report_for(rt: Runtime, incident: Incident, now: datetime | None = Non
     """One drill's readiness report, from its events (the truth) and its delivery records."""
     current, _seq, events = await rt.incidents.load(incident.id)
     return readiness.build(current, events, await deliveries(rt, incident.id), people(rt),
-                           now or datetime.now(timezone.utc))
+                           now or datetime.now(UTC))
 
 
 async def drill_report(rt: Runtime, key: str, now: datetime | None = None
@@ -45,7 +45,7 @@ async def drill_report(rt: Runtime, key: str, now: datetime | None = None
     incident, _seq, _events = await rt.incidents.load(incident_id)
     if not incident.exercise:
         raise IncidentNotFound(key)  # a live incident has no readiness report: it is not a drill
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     report = await report_for(rt, incident, now)
     earlier = [d for d in await list_drills(rt) if d.raised_at < incident.raised_at][: MAX_TREND - 1]
     reports = [report] + [await report_for(rt, d, now) for d in earlier]

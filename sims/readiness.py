@@ -8,7 +8,7 @@ failures such as an invalid or unreachable number, a refused address). `trend` c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from statistics import median
@@ -260,7 +260,7 @@ def task_results(incident: Incident, events: Iterable[Event], now: datetime) -> 
     return results
 
 
-def build(incident: Incident, events: list[Event], deliveries: list[Mapping[str, Any]],
+def build(incident: Incident, events: Sequence[Event], deliveries: Sequence[Mapping[str, Any]],
           people: Mapping[str, Person], now: datetime, *, verified_within: timedelta = timedelta(days=180)
           ) -> ReadinessReport:
     """The readiness report of one drill from its events, its delivery records and the directory."""
@@ -340,7 +340,7 @@ def build(incident: Incident, events: list[Event], deliveries: list[Mapping[str,
         asked=sum(asked.values()), acknowledged=sum(acknowledged.values()))
 
 
-def _reached_channel(deliveries: list[Mapping[str, Any]], person: str, item: str, by: datetime) -> str | None:
+def _reached_channel(deliveries: Sequence[Mapping[str, Any]], person: str, item: str, by: datetime) -> str | None:
     """The channel of the first message about `item` that reached `person` before they acknowledged it."""
     reached = [(at, str(r["channel"])) for r in deliveries
                if r.get("contact_id") == person and r.get("kind") in ASKING_KINDS and _item(r) == item

@@ -13,7 +13,7 @@ from tests.support.stack import Stack
 
 if Path(CHROMIUM).exists():
     from playwright.async_api import expect
-from tests.e2e.test_console import pytestmark  # noqa: F401,E402 - skipped without Chromium
+from tests.e2e.test_console import pytestmark  # noqa: F401 - skipped without Chromium
 
 
 async def drill(stack: Stack, key: str) -> str:
