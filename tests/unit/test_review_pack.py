@@ -212,3 +212,17 @@ def test_an_exercise_is_marked_as_such() -> None:
     pack = assemble(replace(sources(), incident=exercise), audience=Audience.CSP, may_see_restricted=False,
                     generated_by="x", generated_at=T0, sims_version="0.1.0", tz=LONDON)
     assert "EXERCISE EXERCISE EXERCISE" in render_html(pack, TEMPLATES, "OFFICIAL")
+
+
+def test_without_a_unicode_font_the_pdf_still_renders_replacing_what_latin_1_cannot_hold(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from pypdf import PdfReader
+
+    import sims.adapters.pack_pdf as pack_pdf
+
+    monkeypatch.setattr(pack_pdf, "FONT_DIRS", (Path("/nonexistent"),))
+    pdf = render_pdf(make(), "OFFICIAL ✓")
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    assert "£2,500.00" in text and "OFFICIAL ?" in text
