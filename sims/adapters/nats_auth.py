@@ -64,7 +64,7 @@ PERMISSIONS: dict[str, dict[str, dict[str, list[str]]]] = {
 
 def new_seed() -> bytes:
     """A fresh NKey user seed (`SU...`)."""
-    import nkeys
+    import nkeys  # type: ignore[import-untyped]
 
     return bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
 
@@ -152,11 +152,11 @@ class NatsAccess:
         from faststream.nats.security import NatsCredentials, NatsNKey, NatsSecurity
 
         context = self.ssl_context()
-        tls = {"ssl_context": context, "use_ssl": True} if context else {}
+        use_ssl = True if context else None
         if self.creds:
-            return (NatsCredentials.from_file(self.creds, **tls) if self.is_jwt
-                    else NatsNKey.from_file(self.creds, **tls))
-        return NatsSecurity(**tls) if context else None
+            make = NatsCredentials.from_file if self.is_jwt else NatsNKey.from_file
+            return make(self.creds, ssl_context=context, use_ssl=use_ssl)
+        return NatsSecurity(ssl_context=context, use_ssl=True) if context else None
 
 
 def seeds_folder(data_dir: Path) -> Path:
