@@ -140,10 +140,12 @@ def raise_(
     exercise: bool = typer.Option(False, "--exercise", help="This is an exercise"),
     actor: str = typer.Option(os.environ.get("USER", "duty-officer"), help="Who is raising it"),
     idempotency_key: Optional[str] = typer.Option(None, help="Same key twice = one incident"),
+    also_affects: list[str] = typer.Option([], help="Pan-London: a neighbouring borough's code to tell as well "
+                                           "(e.g. LAM); repeat for more"),
 ) -> None:
     """Raise a critical incident."""
     data: dict[str, Any] = dict(type=type, level=level, ward=ward, location=location, outline=outline,
-                                restricted=restricted, exercise=exercise, actor=actor,
+                                restricted=restricted, exercise=exercise, actor=actor, also_affects=also_affects,
                                 occurred_at=occurred_at or datetime.now(timezone.utc).isoformat())
     if idempotency_key:
         data["command_id"] = idempotency_key
@@ -697,6 +699,10 @@ app.add_typer(retention_app, name="retention")
 from handlers.cli_nats import nats_app  # noqa: E402
 
 app.add_typer(nats_app, name="nats")
+
+from handlers.cli_london import london_app  # noqa: E402 - pan-London: accounts, setup, the VRU's overview
+
+app.add_typer(london_app, name="london")
 
 __all__ = ["app", "main", "State"]
 

@@ -142,4 +142,4 @@ def vru_summary(incident: Incident, protocol: ProtocolConfig) -> VruSummary:
         reference=incident.reference, version=incident.version, state=incident.state, type=incident.type,
         level=incident.level, ward=incident.ward, gold=incident.gold, exercise=incident.exercise,
         raised_at=incident.raised_at, updated_at=incident.updated_at, linked_from=incident.linked_from,
-        concerns=tuple(concerned(protocol, incident.ward, incident.also_affects)))
+        concerns=() if incident.linked_from else tuple(concerned(protocol, incident.ward, incident.also_affects)))

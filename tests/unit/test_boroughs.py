@@ -101,6 +101,7 @@ def test_the_vru_summary_holds_no_restricted_detail() -> None:
     summary = vru_summary(incident("Camberwell Green"), SWK)
     assert summary.borough == "SWK" and summary.concerns == ("LAM",) and summary.ward == "Camberwell Green"
     assert "Jordan" not in summary.model_dump_json() and "Near the station" not in summary.model_dump_json()
+    assert vru_summary(incident("Camberwell Green", linked_from="LAM-2026-0001"), SWK).concerns == ()
 
 
 def test_a_boundary_naming_an_unknown_ward_or_the_borough_itself_is_refused() -> None:
