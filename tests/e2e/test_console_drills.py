@@ -83,3 +83,9 @@ async def test_the_drill_page_shows_the_readiness_report_and_its_charts(console:
 
     missing = await page.request.get(f"{console.url}/console/drills/SWK-2099-9999")
     assert missing.status == 404
+
+    # From the drill's incident page, its banner leads to the report.
+    await page.goto(f"{console.url}/console/incidents/{first}")
+    await page.get_by_role("link", name="Readiness report of this drill").click()
+    await expect(page.get_by_role("heading", name=f"Readiness report: {first}")).to_be_visible()
+    await expect(page.locator('[data-table="trend"] tbody tr')).to_have_count(1)  # nothing before the first
