@@ -268,9 +268,9 @@ def parse_time(value: str) -> datetime:
 
 
 def is_acknowledgement(command: object) -> bool:
-    """A command that speaks for a person (an acknowledgement or a task action).
+    """A command that speaks for a person (an acknowledgement, a task action, a fund decision).
 
     These travel only on the acknowledgement subject, which the worker's NATS user cannot publish
     to, so a compromised worker cannot forge one.
     """
-    return isinstance(command, (Acknowledge, ActOnTask))
+    return isinstance(command, (Acknowledge, ActOnTask, ApproveClaim, DeclineClaim))

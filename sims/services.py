@@ -174,7 +174,7 @@ class IncidentService:
             return Result.model_validate(previous)
         log_ = log.bind(command_id=command.command_id, kind=command.kind)
         if isinstance(command, FUND_COMMANDS):
-            return await self._fund(command, log_)
+            return await self._fund(command, log_, person_channel)
         try:
             if is_acknowledgement(command) and not person_channel:
                 raise WrongChannel(command.kind)
@@ -202,9 +202,11 @@ class IncidentService:
         log_.info("command.applied", incident_id=incident.id, state=incident.state.value)
         return result
 
-    async def _fund(self, command: Any, log_: Any) -> Result:
+    async def _fund(self, command: Any, log_: Any, person_channel: bool = True) -> Result:
         """A Critical Incident Fund command: the claim is its own small document beside the incident."""
         try:
+            if is_acknowledgement(command) and not person_channel:  # a decision only the VRU lead makes
+                raise WrongChannel(command.kind)
             incident_id = await self.resolve(command.incident_id)
             incident, _ = await self._current(incident_id)
             claim = await self.fund.apply(command.model_copy(update={"incident_id": incident.id}),

@@ -23,6 +23,7 @@ from sims import queries
 from sims.adapters import jetstream as jsa
 from sims.adapters.nats_auth import ROLES, NatsAccess, embedded_config, new_seed, seeds_folder, tls_config
 from sims.adapters.nats_server import NatsServer
+from sims.fund import ApproveClaim
 from sims.messages import Acknowledge
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.smtp_server import SmtpServer
@@ -156,6 +157,14 @@ async def test_web_raises_and_acknowledges_but_cannot_write_events_audit_or_stat
     await stack.wait_for(refused_by_handler)
     result = await stack.rt.kv.get("sims_results", ack.command_id)
     assert result["ok"] is False and result["error"]["error"] == "wrong_channel"
+    approve = ApproveClaim(incident_id=incident_id, actor="vru-lead-castellanos", actor_role="-", amount="5000")
+    await worker.nc.jetstream().publish(jsa.CMD_SUBJECT, approve.model_dump_json().encode(),
+                                        headers={"Nats-Msg-Id": approve.command_id})
+
+    async def fund_decision_refused() -> bool:
+        found = await stack.rt.kv.get("sims_results", approve.command_id)
+        return bool(found and found["error"]["error"] == "wrong_channel")
+    await stack.wait_for(fund_decision_refused)  # a fund decision is the VRU lead's, never the worker's
     again, _ = await queries.incident_with_timeline(stack.rt, incident_id)
     assert again.acknowledged == found.acknowledged
     assert await count(js, jsa.EVENTS, f"sims.evt.{incident_id}") == events_before
