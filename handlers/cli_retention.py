@@ -35,6 +35,7 @@ def run(dry_run: bool = typer.Option(False, "--dry-run", help="List what is due;
     cli = _cli()
 
     async def go(rt: Any) -> list[str]:
+        from sims.erasure import Erased
         from sims.queries import list_incidents
 
         erasure = rt.erasure
@@ -44,7 +45,9 @@ def run(dry_run: bool = typer.Option(False, "--dry-run", help="List what is due;
         if dry_run:
             return [f"Due: {d.reference} ({d.incident_id}) closed {d.closed_at.isoformat()}, "
                     f"due {d.due_at.isoformat()}" for d in erasure.due(incidents)]
-        return [_line(done) for done in await erasure.sweep(incidents, actor=actor)]
+        return [_line(outcome) if isinstance(outcome, Erased)
+                else f"Not erased {due.reference} ({due.incident_id}): {outcome}"
+                for due, outcome in await erasure.run(incidents, actor=actor)]
 
     lines = cli._with_runtime(go)
     retention = days if days is not None else cli._settings().retention_days

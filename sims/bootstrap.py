@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 
 from sims.adapters import jetstream as jsa
 from sims.adapters.nats_auth import NatsAccess, RelayedAuditLog, access_for
-from sims.adapters.keystore import NatsKeyStore, SealingEventStore, purger
+from sims.adapters.keystore import NatsKeyStore, SealingEventStore, notifier_behind, purger
 from sims.adapters.outbox import erase_incident as erase_outbox
 from sims.config import Settings
 from sims.erasure import ErasureService
@@ -165,7 +165,7 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
                                 fund=FundService(kv=kv, audit=audit, clock=clock, directory=directory), keys=keys)
     erasure = ErasureService(incidents=incidents, keys=keys, kv=kv, audit=audit, clock=clock, purge=purger(js),
                              retention=timedelta(days=settings.retention_days),
-                             outbox=partial(erase_outbox, settings.data_dir))
+                             outbox=partial(erase_outbox, settings.data_dir), notifier_behind=notifier_behind(js))
     senders = await with_suppliers(settings, build_senders(settings), audit=audit, kv=kv, clock=clock)
     ring = keyring(settings)
     kid = next(iter(ring))

@@ -29,6 +29,18 @@ ERASED = "[erased]"
 DELIVERIES, LINKS = "sims_deliveries", "sims_links"
 
 
+class ErasureDeferred(SimsError):
+    """Messages about the incident are still being planned or sent: erasing now would let them write
+    addresses and links again afterwards. The next sweep tries again."""
+
+    code = "erasure_deferred"
+
+    def __init__(self, incident: str, waiting: str) -> None:
+        self.incident = incident
+        self.waiting = waiting
+        super().__init__(f"Not erased yet: {waiting}; it will be erased once they are handed over")
+
+
 class ErasureRefused(SimsError):
     """The incident's personal data was not erased (it is still open, or the command was refused)."""
 
@@ -76,12 +88,26 @@ class ErasureService:
     purge: Callable[[str, str], Awaitable[None]]  # (bucket, key): remove a KV entry and its history
     retention: timedelta
     outbox: Callable[[str], int] | None = None  # incident id -> messages removed from the local outbox
+    notifier_behind: Callable[[str], Awaitable[bool]] | None = None  # incident id -> events not yet notified
+    defer_limit: timedelta = timedelta(days=1)  # past due by this much, erase even if messages are stuck
 
     def due(self, incidents: Iterable[Incident]) -> list[Due]:
         return due_for_erasure(incidents, self.clock.now(), self.retention)
 
-    async def erase(self, key: str, *, actor: str, reason: str) -> Erased:
-        """Erase one incident's personal data; ErasureRefused while it is open.
+    async def sending(self, incident_id: str) -> str | None:
+        """What is still in flight for the incident (notifier behind, messages not handed over), or None."""
+        if self.notifier_behind is not None and await self.notifier_behind(incident_id):
+            return "its last events are still being turned into messages"
+        told = await self.kv.get(DELIVERIES, f"told.{incident_id}") or {}
+        planned = {key for keys in told.values() for key in keys}
+        records = await self.kv.entries(DELIVERIES, f"d.{incident_id}.>")
+        done = {r.get("key") for r in records.values() if r.get("status") not in (None, "pending", "retrying")}
+        waiting = planned - done
+        return f"{len(waiting)} message(s) are still being sent" if waiting else None
+
+    async def erase(self, key: str, *, actor: str, reason: str, wait: bool = True) -> Erased:
+        """Erase one incident's personal data; ErasureRefused while it is open; ErasureDeferred (with
+        `wait`) while its messages are still going out.
 
         The key and copies go first and the `personal_data.erased` event last, so a crash in between
         leaves the incident still due, and the next run finishes the job.
@@ -92,6 +118,8 @@ class ErasureService:
         if closed_at(incident) is None:  # refused by the decision, and audited as any refusal
             result = await self.incidents.handle(command)
             raise ErasureRefused(key, (result.error or {}).get("message", "the incident is still open"))
+        if wait and incident.erased_at is None and (waiting := await self.sending(incident.id)):
+            raise ErasureDeferred(key, waiting)
         destroyed = await self.keys.destroy(incident.id)
         deliveries = await self._scrub_deliveries(incident.id)
         links = await self._purge_links(incident.id)
@@ -128,12 +156,28 @@ class ErasureService:
             await self.purge(LINKS, name)
         return len(mine)
 
-    async def sweep(self, incidents: Iterable[Incident], *, actor: str = "sims") -> list[Erased]:
-        """Erase every incident whose retention has ended; one refusal does not stop the others."""
-        done = []
+    async def run(self, incidents: Iterable[Incident], *, actor: str) -> list[tuple[Due, Erased | SimsError]]:
+        """Erase every incident whose retention has ended; each one's outcome (one refusal stops nothing)."""
+        outcomes: list[tuple[Due, Erased | SimsError]] = []
+        now = self.clock.now()
         for due in self.due(incidents):
             try:
-                done.append(await self.erase(due.incident_id, actor=actor, reason=reason_for(self.retention)))
+                outcome: Erased | SimsError = await self.erase(
+                    due.incident_id, actor=actor, reason=reason_for(self.retention),
+                    wait=now < due.due_at + self.defer_limit)
             except SimsError as exc:
-                log.warning("personal_data.not_erased", incident_id=due.incident_id, error=str(exc))
+                outcome = exc
+            outcomes.append((due, outcome))
+        return outcomes
+
+    async def sweep(self, incidents: Iterable[Incident], *, actor: str = "sims") -> list[Erased]:
+        """The worker's round: erase what is due; what must wait is tried again next round."""
+        done = []
+        for due, outcome in await self.run(incidents, actor=actor):
+            if isinstance(outcome, Erased):
+                done.append(outcome)
+            elif isinstance(outcome, ErasureDeferred):
+                log.debug("personal_data.erasure_deferred", incident_id=due.incident_id, waiting=outcome.waiting)
+            else:
+                log.warning("personal_data.not_erased", incident_id=due.incident_id, error=str(outcome))
         return done

@@ -164,3 +164,21 @@ def purger(js: JetStreamContext) -> Any:
         await kv.purge(key)
 
     return purge
+
+
+def notifier_behind(js: JetStreamContext) -> Any:
+    """`behind(incident_id) -> bool`: whether the notifier has yet to finish an event of the incident
+    (its ack floor is below the incident's last event), so messages it plans may still come."""
+
+    async def behind(incident_id: str) -> bool:
+        from sims.adapters.jetstream import EVENTS, NOTIFIER, evt_subject
+
+        try:
+            last = await js.get_last_msg(EVENTS, evt_subject(incident_id))
+            info = await js.consumer_info(EVENTS, NOTIFIER)
+        except NotFoundError:  # no events, or no notifier to wait for
+            return False
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        return floor < int(last.seq or 0)
+
+    return behind

@@ -277,3 +277,31 @@ async def test_dead_letters_keep_the_reason_but_not_the_restricted_details(stack
 
 async def _count(found: Any, at_least: int) -> bool:
     return len(await found()) >= at_least
+
+
+async def test_erasure_waits_while_the_incidents_messages_are_still_going_out(stack: Stack) -> None:
+    """Erasing before the last notices are sent would let them write addresses and links again."""
+    from sims.erasure import ErasureDeferred
+
+    rt = stack.rt
+    assert rt.erasure is not None
+    raised = await stack.raise_incident()
+    incident_id = raised["incident_id"]
+    await stack.settled(incident_id, 1)
+    told = await rt.kv.get("sims_deliveries", f"told.{incident_id}")
+    result = await stack.run(Transition(actor="duty", incident=incident_id, trigger=Trigger.STAND_DOWN,
+                                        reason="Police confirm no injuries"))
+    assert result["ok"]
+    rt.erasure.retention = timedelta(0)
+    with pytest.raises(ErasureDeferred, match="still being"):  # the stand-down notices are not all out yet
+        await rt.erasure.erase(incident_id, actor="duty", reason="too soon")
+    assert (await rt.incidents.current(incident_id)).restricted.reveal()
+
+    async def quiet() -> bool:
+        return await rt.erasure.sending(incident_id) is None  # type: ignore[union-attr]
+    await stack.wait_for(quiet)
+    [done] = await rt.erasure.sweep(await queries.list_incidents(rt))
+    assert done.incident_id == incident_id and done.newly
+    stand_downs = [d for d in await stack.deliveries(incident_id) if d["kind"] == "stand_down"]
+    assert len(stand_downs) >= len(told) and all(d["to"] == ERASED for d in stand_downs)  # one per person told
+    assert not [k for k, v in (await rt.kv.entries("sims_links")).items() if v.get("incident_id") == incident_id]

@@ -128,3 +128,60 @@ def test_a_delivery_record_loses_the_address_and_error_text_but_keeps_its_status
 def test_the_reason_names_the_period() -> None:
     assert reason_for(30 * DAY) == "retention period ended (30 days after closure)"
     assert reason_for(DAY) == "retention period ended (1 day after closure)"
+
+
+def test_every_due_incident_is_tried_and_one_that_must_wait_is_tried_again() -> None:
+    """The sweep erases what it can; a deferred incident stays due; past the limit it is erased anyway."""
+    import asyncio
+
+    from sims.erasure import Erased, ErasureDeferred, ErasureService
+
+    class Incidents:
+        def __init__(self, items: list[Incident]) -> None:
+            self.items = {i.id: i for i in items}
+            self.handled: list[str] = []
+
+        async def current(self, key: str) -> Incident:
+            return self.items[key]
+
+        async def handle(self, command: ErasePersonalData) -> object:
+            incident = self.items[command.incident]
+            events = decide_erase(incident, command, NOW)
+            for event in events:
+                self.items[incident.id] = protocol.evolve(incident, event)
+            self.handled.append(incident.id)
+            return type("Result", (), {"ok": True, "version": self.items[incident.id].version, "error": None})()
+
+    class Clock:
+        now_ = NOW
+
+        def now(self) -> datetime:
+            return self.now_
+
+    class Nothing:
+        async def destroy(self, incident_id: str) -> bool:
+            return True
+
+        async def get(self, bucket: str, key: str) -> object:
+            return {"p1": [f"{key.split('.', 1)[1]}.closure.p1.sms.1"]} if key == "told.busy" else None
+
+        async def entries(self, bucket: str, pattern: str = ">") -> dict[str, object]:
+            return {}
+
+        async def append(self, **kw: object) -> None:
+            return None
+
+    async def purge(bucket: str, key: str) -> None:
+        return None
+
+    quiet = ended(State.CLOSED, NOW - 40 * DAY, reference="SWK-2026-0001", incident_id="quiet")
+    busy = ended(State.CLOSED, NOW - 30 * DAY - timedelta(hours=1), reference="SWK-2026-0002", incident_id="busy")
+    incidents, clock, ports = Incidents([quiet, busy]), Clock(), Nothing()
+    service = ErasureService(incidents=incidents, keys=ports, kv=ports, audit=ports, clock=clock,  # type: ignore[arg-type]
+                             purge=purge, retention=30 * DAY)
+    outcomes = asyncio.run(service.run(incidents.items.values(), actor="sims"))
+    assert [(d.incident_id, type(o)) for d, o in outcomes] == [("quiet", Erased), ("busy", ErasureDeferred)]
+    assert incidents.items["quiet"].erased_at is not None and incidents.items["busy"].erased_at is None
+    clock.now_ = NOW + 2 * DAY  # busy is now more than a day past due: its stuck message no longer holds it
+    [done] = asyncio.run(service.sweep(incidents.items.values()))
+    assert done.incident_id == "busy" and incidents.items["busy"].erased_at is not None
