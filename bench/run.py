@@ -1,6 +1,6 @@
 """Run every benchmark once, print one table, write bench/results/latest.json and time_to_notify.png.
 
-    .venv/bin/python -m bench [--quick] [--sizes 10,200,2000] [--skip-apprise] [--skip-workers]
+    .venv/bin/python -m bench [--quick] [--sizes 10,200,2000] [--skip-apprise] [--skip-workers] [--skip-cluster]
 
 Contenders share one synthetic scenario and one pair of local providers (Twilio-like server, SMTP sink),
 each in its own process; each contender gets its own fresh nats-server.
@@ -23,21 +23,25 @@ from bench.common import RESULTS, Providers, Scenario, fmt_s, machine
 
 # Runs per size, chosen so the whole default run stays under ~8 minutes on 2 cores.
 FULL = {"inproc": {10: 20, 200: 20, 2000: 3}, "proc1": {10: 3, 200: 5, 2000: 1}, "proc2": {10: 3, 200: 5, 2000: 1},
-        "floor": {10: 20, 200: 20, 2000: 3}, "apprise": {10: 10, 200: 5, 2000: 1}}
+        "floor": {10: 20, 200: 20, 2000: 3}, "apprise": {10: 10, 200: 5, 2000: 1},
+        "cluster": {10: 20, 200: 10, 2000: 0}}  # the 3-node cluster reports 10 and 200 only
 QUICK = {"inproc": {10: 3, 200: 2, 2000: 1}, "proc1": {10: 2, 200: 1, 2000: 1}, "proc2": {10: 2, 200: 1, 2000: 1},
-         "floor": {10: 3, 200: 2, 2000: 1}, "apprise": {10: 2, 200: 1, 2000: 1}}
+         "floor": {10: 3, 200: 2, 2000: 1}, "apprise": {10: 2, 200: 1, 2000: 1}, "cluster": {10: 3, 200: 2, 2000: 0}}
 TARGET_P99_200_S = 1.0
 TARGET_FLOOR_RATIO = 2.0
 
 
 async def run_all(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], plan: dict[str, dict[int, int]],
-                  modes: list[str], apprise: bool) -> dict[str, Any]:
-    from bench import apprise_bench, floor, notify
+                  modes: list[str], apprise: bool, cluster: bool = True) -> dict[str, Any]:
+    from bench import apprise_bench, cluster as cluster_bench, floor, notify
 
     contenders: dict[str, Any] = {}
     for mode in modes:
         print(f"{notify.MODE_LABEL[mode]}:", flush=True)
         contenders[f"sims_{mode}"] = await notify.run_mode(mode, scenario, providers, tmp, sizes, plan[mode])
+    if cluster:
+        print(f"{cluster_bench.LABEL}:", flush=True)
+        contenders["sims_cluster"] = await cluster_bench.run_cluster(scenario, providers, tmp, sizes, plan["cluster"])
     floor.FULL_RUNS = floor.QUICK_RUNS = plan["floor"]
     contenders["floor"] = await floor.bench_floor(scenario, providers, tmp, sizes, quick=False)
     if apprise:
@@ -75,6 +79,8 @@ def analyse(contenders: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
             "sims_over_floor_p99": ratio(sims.get(n), floor.get(n), "p99_s"),
             "sims_over_apprise_p50": ratio(sims.get(n), apprise.get(n), "p50_s"),
             "sims_over_apprise_p99": ratio(sims.get(n), apprise.get(n), "p99_s"),
+            "cluster_over_single_p99": ratio(contenders.get("sims_cluster", {}).get("sizes", {}).get(n),
+                                             sims.get(n), "p99_s"),
             "two_workers_over_one_msgs_per_s": ratio(
                 contenders.get("sims_proc2", {}).get("sizes", {}).get(n),
                 contenders.get("sims_proc1", {}).get("sizes", {}).get(n), "msgs_per_s_p50"),
@@ -113,6 +119,9 @@ def table(contenders: dict[str, Any], analysis: dict[str, Any], sizes: list[int]
         two = analysis["ratios"][n]["two_workers_over_one_msgs_per_s"]
         if two is not None:
             rows.append(f"2 `sims worker` processes vs 1, N={n}: {two:.2f}x the messages per second")
+        replicated = analysis["ratios"][n]["cluster_over_single_p99"]
+        if replicated is not None:
+            rows.append(f"3-node cluster vs single node (worker in-process), N={n}: p99 {replicated:.2f}x")
     for name, t in analysis["targets"].items():
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in t.items()}
         rows.append(f"target {name}: {'MET' if t['met'] else 'NOT MET'}  {shown}")
@@ -203,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="10,200,2000")
     parser.add_argument("--skip-apprise", action="store_true")
     parser.add_argument("--skip-workers", action="store_true", help="no `sims worker` subprocess modes")
+    parser.add_argument("--skip-cluster", action="store_true", help="no 3-node cluster mode (bench/cluster.py)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     sizes = parse_sizes(args.sizes)
@@ -215,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:
-            contenders = asyncio.run(run_all(scenario, providers, tmp, sizes, plan, modes, not args.skip_apprise))
+            contenders = asyncio.run(run_all(scenario, providers, tmp, sizes, plan, modes, not args.skip_apprise,
+                                             not args.skip_cluster))
     analysis = analyse(contenders, sizes)
     text = table(contenders, analysis, sizes)
     args.out.mkdir(parents=True, exist_ok=True)
