@@ -29,8 +29,15 @@ from sims.adapters.nats_accounts import (
     boundary_out,
     vru_out,
 )
-from sims.boroughs import BoundaryNotice, VruSummary, linked_raise, notices_for, unknown_neighbours, vru_summary
 from sims.bootstrap import Runtime
+from sims.boroughs import (
+    BoundaryNotice,
+    VruSummary,
+    linked_raise,
+    notices_for,
+    unknown_neighbours,
+    vru_summary,
+)
 from sims.errors import ValidationFailed
 from sims.messages import Event, EventType
 

@@ -111,9 +111,9 @@ def ward_for(notice: BoundaryNotice, protocol: ProtocolConfig) -> str:
             return facing[0]
         if boundary.wards:
             return next(iter(boundary.wards))
-    raise ValidationFailed("The boundary notice was not raised", [
-        f"{protocol.borough.name} has no ward on its boundary with {notice.from_borough} ({notice.from_code}); "
-        f"add boundaries.{notice.from_code} to its protocol"])
+    problem = (f"{protocol.borough.name} has no ward on its boundary with {notice.from_borough} "
+               f"({notice.from_code}); add boundaries.{notice.from_code} to its protocol")
+    raise ValidationFailed("The boundary notice was not raised", [problem])
 
 
 def command_id_for(notice: BoundaryNotice) -> str:

@@ -357,3 +357,64 @@ async def test_a_forged_notice_is_refused(london: London) -> None:
     await lam.stack.wait_for(dead_lettered)  # ... and refused there: SWK cannot speak as LAM
     assert await lam.incidents() == []
     await lam_admin.close()
+
+
+def test_the_cli_sets_up_a_deployment_that_the_vru_can_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sims london accounts` writes seeds and an accounts block a real nats-server runs with; `sims london
+    setup` makes each borough's streams and boundary inbox and the VRU's stream; a borough's worker seed
+    can feed the VRU, and `sims london incidents` (the VRU's viewer) lists what it sent."""
+    from datetime import datetime, timezone
+
+    from typer.testing import CliRunner
+
+    from handlers.cli import app
+    from sims.boroughs import vru_summary
+    from sims.model import Incident
+    from sims.protocol_config import load_protocol
+
+    runner = CliRunner()
+    seeds = tmp_path / "seeds"
+    protocols = [str(ROOT / "protocols" / "southwark.yaml"), str(ROOT / "protocols" / "lambeth.yaml")]
+    result = runner.invoke(app, ["london", "accounts", *protocols, "--seeds", str(seeds)])
+    assert result.exit_code == 0, result.output
+    assert "boundary notices SWK -> LAM" in result.output and "boundary notices LAM -> SWK" in result.output
+    assert sorted(p.name for p in (seeds / "SWK").iterdir()) == ["admin.nk", "web.nk", "worker.nk"]
+    conf = (seeds / "accounts.conf").read_text()
+    assert not [seed for seed in seeds.rglob("*.nk") if seed.read_text().strip() in conf]  # public keys only
+    server = NatsServer(store_dir=tmp_path / "nats", extra_config=(seeds / "accounts.conf").read_text()).start()
+    try:
+        monkeypatch.setenv("SIMS_NATS_URL", server.url)
+        result = runner.invoke(app, ["london", "setup", *protocols, "--seeds", str(seeds)])
+        assert result.exit_code == 0, result.output
+        assert "SWK: streams, buckets and boundary inbox ready" in result.output and "VRU: overview" in result.output
+
+        at = datetime(2026, 11, 30, 21, 40, tzinfo=timezone.utc)
+        incident = Incident(id="b" * 32, reference="SWK-2026-0042", type="stabbing", level="1", occurred_at=at,
+                            raised_at=at, updated_at=at, ward="Peckham", location="x", outline="x",
+                            restricted="Victim: Jordan Smith", raised_by="duty-officer")
+
+        async def feed_and_look() -> tuple[set[str], set[str]]:
+            worker = await nats.connect(server.url, nkeys_seed=str(seeds / "SWK" / "worker.nk"))
+            ack = await worker.jetstream(timeout=5).publish(
+                "sims.vru." + incident.id, vru_summary(incident, load_protocol(Path(protocols[0]))).model_dump_json().encode())
+            assert ack.stream == "VRU_FEED"
+            await worker.close()
+            names = {}
+            for code in ("SWK", "LAM"):
+                admin = await nats.connect(server.url, nkeys_seed=str(seeds / code / "admin.nk"))
+                names[code] = {info.config.name for info in await admin.jetstream(timeout=5).streams_info()}
+                await admin.close()
+            return names["SWK"], names["LAM"]
+
+        swk_streams, lam_streams = asyncio.run(feed_and_look())
+        assert {"SIMS_EVENTS", "SIMS_AUDIT", "SIMS_BOUNDARY"} <= swk_streams and swk_streams == lam_streams
+        assert "VRU_FEED" not in swk_streams
+
+        monkeypatch.setenv("SIMS_NATS_CREDS", str(seeds / "VRU" / "viewer.nk"))
+        result = runner.invoke(app, ["london", "incidents"])
+        assert result.exit_code == 0, result.output
+        assert "Southwark" in result.output and "SWK-2026-0042" in result.output and "Jordan" not in result.output
+        rows = [json.loads(line) for line in runner.invoke(app, ["london", "incidents", "--json"]).output.splitlines()]
+        assert rows == [dict(rows[0], borough="Southwark", reference="SWK-2026-0042", ward="Peckham")]
+    finally:
+        server.stop()
