@@ -70,6 +70,9 @@ async def test_the_button_downloads_the_pack_and_restricted_details_only_for_tho
 
     duty = await sign_in(stack, browser, "duty.one", "duty_officer")
     await duty.goto(f"{stack.http_url}/console/incidents/{ref}")
+    await duty.get_by_text("Show restricted details").click()  # the page itself: a duty officer may look
+    shown = await duty.locator("main").inner_text()
+    assert all(word in shown for word in SECRET_WORDS)
     await duty.get_by_label("Who it is for").select_option("csp")
     got = await download(duty)
     assert got.suggested_filename == f"review-pack-{ref}-csp.html"
@@ -90,6 +93,9 @@ async def test_the_button_downloads_the_pack_and_restricted_details_only_for_tho
     viewer = await sign_in(stack, browser, "view.one", "viewer")
     await viewer.goto(f"{stack.http_url}/console/incidents/{ref}")
     assert await viewer.get_by_label("Include restricted details").count() == 0
+    page_html = await viewer.content()  # nor does the incident page show a viewer the restricted details
+    assert not any(word in page_html for word in SECRET_WORDS)
+    assert "shown only to duty officers and admins" in page_html
     got = await download(viewer)
     html = Path(await got.path()).read_text()
     assert "Gold group review pack" in html and not any(word in html for word in SECRET_WORDS)
