@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any, Optional
+from typing import Any
 
 import typer
-
 
 retention_app = typer.Typer(help="Retention: erase closed incidents' personal data when SIMS_RETENTION_DAYS "
                                  "have passed (the worker also does this on its own).", no_args_is_help=True)
@@ -29,7 +28,7 @@ def _line(done: Any) -> str:
 
 @retention_app.command("run")
 def run(dry_run: bool = typer.Option(False, "--dry-run", help="List what is due; erase nothing"),
-        days: Optional[int] = typer.Option(None, min=0, help="Retention in days (default: SIMS_RETENTION_DAYS)"),
+        days: int | None = typer.Option(None, min=0, help="Retention in days (default: SIMS_RETENTION_DAYS)"),
         actor: str = typer.Option(ACTOR, help="Who runs it (audit trail)")) -> None:
     """Erase the personal data of every incident closed (or stood down) more than the retention period ago."""
     cli = _cli()

@@ -18,7 +18,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -53,7 +53,7 @@ def _aad(incident_id: str, field: str) -> bytes:
     return f"sims:{incident_id}:{field}".encode()
 
 
-def is_sealed(value: object) -> bool:
+def is_sealed(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and value.startswith(PREFIX)
 
 

@@ -7,6 +7,7 @@ non-personal record (timeline, states, times, tasks, audit trail) is kept.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,8 @@ from sims.messages import ErasePersonalData, Event, EventType
 from sims.model import TERMINAL_STATES, Incident
 
 DEFAULT_RETENTION_DAYS = 365
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"(?<![A-Za-z0-9])(?:whatsapp:)?\+?\d(?: ?\d){9,14}(?![A-Za-z0-9])")  # 10-15 digits
 ERASE = "erase the personal data of"
 
 
@@ -73,3 +76,9 @@ def decide_erase(incident: Incident, command: ErasePersonalData, now: datetime) 
 def reason_for(retention: timedelta) -> str:
     days = retention.days
     return f"retention period ended ({days} day{'s' if days != 1 else ''} after closure)"
+
+
+def without_addresses(text: str, marker: str = "[address]") -> str:
+    """`text` (a provider's error message, say) with phone numbers and email addresses replaced: such
+    text goes into the audit trail, which is never changed, so it must not carry them in the first place."""
+    return _PHONE.sub(marker, _EMAIL.sub(marker, text))

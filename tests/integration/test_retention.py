@@ -3,6 +3,7 @@ erasing a closed incident destroys its key, scrubs its copies and keeps the reco
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -23,8 +24,8 @@ from sims.crypto import SealBroken
 from sims.erasure import ERASED, ErasureRefused
 from sims.messages import Event, EventType, Transition, Trigger
 from sims.ports import OutgoingEmail, OutgoingSms
-from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.api import api_client
+from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.smtp_server import SmtpServer
 from tests.support.stack import SECRET_WORDS, Stack, protocol_without_steps, stack, start_stack  # noqa: F401
 from tests.support.twilio_server import TwilioServer
@@ -183,26 +184,31 @@ async def test_a_tampered_or_moved_sealed_value_is_refused(stack: Stack) -> None
             await stack.rt.incidents.load(incident_id)
 
 
+async def cli(command: list[str], *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `sims ...` in another process without blocking the loop the worker runs on."""
+    return await asyncio.to_thread(subprocess.run, [*command, *args], env=env, cwd=cwd, capture_output=True,
+                                   text=True, timeout=60, check=False)
+
+
 async def test_the_cli_lists_what_is_due_then_erases_it(stack: Stack, nats_server: NatsServer, tmp_path: Path) -> None:
     raised = await closed(stack)
     env = {**os.environ, "SIMS_NATS_URL": nats_server.url, "SIMS_DATA_DIR": str(tmp_path / "cli")}
     sims = [sys.executable, "-m", "handlers.cli", "retention", "run"]
     cwd = Path(__file__).resolve().parents[2]
-    waiting = subprocess.run([*sims, "--dry-run"], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    waiting = await cli(sims, "--dry-run", env=env, cwd=cwd)
     assert waiting.returncode == 0, waiting.stderr
     assert "Nothing is due for erasure (retention: 365 day(s)" in waiting.stdout
-    dry = subprocess.run([*sims, "--dry-run", "--days", "0"], env=env, cwd=cwd, capture_output=True, text=True,
-                         timeout=60)
+    dry = await cli(sims, "--dry-run", "--days", "0", env=env, cwd=cwd)
     assert dry.returncode == 0, dry.stderr
     assert f"Due: {raised['reference']}" in dry.stdout and "nothing erased" in dry.stdout
     assert (await queries.incident_with_timeline(stack.rt, raised["incident_id"]))[0].erased_at is None
-    run = subprocess.run([*sims, "--days", "0"], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    run = await cli(sims, "--days", "0", env=env, cwd=cwd)
     assert run.returncode == 0, run.stderr
     assert f"Erased {raised['reference']} ({raised['incident_id']}): key destroyed" in run.stdout
     incident, _ = await queries.incident_with_timeline(stack.rt, raised["incident_id"])
     assert incident.erased_at is not None and incident.restricted.reveal() == ""
     assert queries.verify_records(await queries.audit_records(stack.rt)).ok
-    again = subprocess.run([*sims, "--days", "0"], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    again = await cli(sims, "--days", "0", env=env, cwd=cwd)
     assert again.returncode == 0 and "Nothing is due" in again.stdout
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,9 +11,16 @@ from sims.erasure import ERASED, scrub_delivery
 from sims.errors import TransitionNotAllowed
 from sims.messages import ErasePersonalData, Event, EventType, RaiseIncident
 from sims.model import TERMINAL_STATES, Incident, State
-from sims.retention import closed_at, decide_erase, due_for_erasure, erasure_due_at, reason_for
+from sims.retention import (
+    closed_at,
+    decide_erase,
+    due_for_erasure,
+    erasure_due_at,
+    reason_for,
+    without_addresses,
+)
 
-NOW = datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 30, 22, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 
@@ -185,3 +192,20 @@ def test_every_due_incident_is_tried_and_one_that_must_wait_is_tried_again() -> 
     clock.now_ = NOW + 2 * DAY  # busy is now more than a day past due: its stuck message no longer holds it
     [done] = asyncio.run(service.sweep(incidents.items.values()))
     assert done.incident_id == "busy" and incidents.items["busy"].erased_at is not None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("The 'To' number +447700900123 is not a valid phone number.",
+     "The 'To' number [address] is not a valid phone number."),
+    ("550 5.1.1 <jo.smith@example.org>: Recipient address rejected", "550 5.1.1 <[address]>: Recipient address rejected"),
+    ("to whatsapp:+44 7700 900123 failed", "to [address] failed"),
+    ("call 07700 900123.", "call [address]."),
+])
+def test_provider_errors_lose_numbers_and_addresses_before_they_reach_the_audit_trail(text: str, expected: str) -> None:
+    assert without_addresses(text) == expected
+
+
+@pytest.mark.parametrize("text", ["Twilio error 21211 at 2026-12-01T02:00:00Z", "code 30003 Unreachable handset",
+                                  "retry after 300 seconds (429) SM0123456789abcdef0123456789abcdef"])
+def test_codes_times_and_provider_ids_are_left_alone(text: str) -> None:
+    assert without_addresses(text) == text
