@@ -8,6 +8,7 @@ failures such as an invalid or unreachable number, a refused address). `trend` c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -34,6 +35,7 @@ STALE_CODES: dict[str, str] = {
     "553": "address refused as invalid",
     "address": "not a valid email address",
 }
+_ADDRESS = re.compile(r"\+?\d[\d ()-]{6,}\d|[^\s<>@'\":;,]+@[^\s<>@'\":;,]+")  # a number or email in provider text
 DELIVERED = ("delivered", "read")
 FAILED = ("failed", "undelivered")
 PERSONAL_VIA = ("link", "sms")  # acknowledgements by the person; console/api ones are on their behalf
@@ -281,7 +283,7 @@ def build(incident: Incident, events: Sequence[Event], deliveries: Sequence[Mapp
         if code is not None:
             acc.failed += 1
             failures.append({"person": person, "channel": channel, "kind": str(record.get("kind")), "code": code,
-                             "error": str(record.get("error") or f"{record.get('status')} ({code})")})
+                             "error": _ADDRESS.sub("[address]", str(record.get("error") or f"{record.get('status')} ({code})"))})
             if code in STALE_CODES:
                 who = people.get(person)
                 stale.setdefault((person, channel), StaleContact(

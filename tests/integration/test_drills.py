@@ -154,6 +154,7 @@ async def run_drill(stack: Stack, nats_url: str, tmp_path: Path) -> None:
     html = out_file.read_text()
     assert html.count("<svg") == len(drill_report.CHARTS) and "EXERCISE EXERCISE EXERCISE" in html
     assert f'<dd data-figure="failed">{len(failed)}</dd>' in html
+    assert norcross.mobile not in html and norcross.email not in html  # no contact address in a report
 
     # The API gives the same figures to a read-only token; a live incident has no readiness report.
     async with await api_client(stack.rt, stack.http_url, scopes=("read",)) as api:

@@ -73,7 +73,8 @@ def drill() -> readiness.ReadinessReport:
              COMMS.model_copy(update={"status": TaskStatus.DONE}), REASSURE, WAIVED)
     deliveries = [
         record("police", "holding", "sms", 1, delivered=11, accepted=2),
-        record("cllr", "holding", "sms", 1, status="failed", error="21211: not a valid phone number", history=[]),
+        record("cllr", "holding", "sms", 1, status="failed", history=[],
+               error="21211: The 'To' number +447700900143 is not a valid phone number."),
         record("cllr", "holding", "email", 3, accepted=5, status="accepted"),
         record("police", "task", "sms", 2, delivered=12, accepted=3, task_id="confirm_facts"),
         record("csp", "task", "email", 2, accepted=4, status="accepted", task_id="comms"),
@@ -145,6 +146,7 @@ def test_failed_channels_and_stale_contact_details_come_from_permanent_failures(
     assert person(report, "cllr").failed_channels == ("sms",)
     assert [(s.person, s.channel, s.code) for s in report.stale] == [("cllr", "sms", "21211")]
     assert report.failures[0]["code"] == "21211"
+    assert report.failures[0]["error"] == "21211: The 'To' number [address] is not a valid phone number."
     undelivered = record("police", "holding", "sms", 1, status="undelivered", history=[
         {"status": "sent", "at": iso(2), "error_code": None},
         {"status": "undelivered", "at": iso(9), "error_code": "30005"}])
