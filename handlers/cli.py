@@ -558,6 +558,13 @@ def audit_verify(file: Optional[Path] = typer.Argument(None, help="An exported f
         typer.secho(verdict.describe(), fg=typer.colors.GREEN)
     else:
         _fail(verdict.describe(), code=3)
+    from sims.adapters.nats_auth import check_signatures, trusted_signers
+
+    good, unsigned, forged = check_signatures(records, trusted_signers(_settings()))
+    if forged:
+        _fail("Acknowledgements whose web signature does not verify:\n  " + "\n  ".join(forged), code=3)
+    if good or unsigned:
+        typer.echo(f"Acknowledgements and task actions: {good} signed by the web and verified, {unsigned} unsigned.")
 
 
 @app.command()

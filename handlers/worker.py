@@ -13,6 +13,7 @@ from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from pydantic import ValidationError
 
 from sims.adapters import jetstream as jsa
+from sims.adapters import nats_auth
 from sims.adapters.commands import submit
 from sims.bootstrap import Runtime
 from sims.crypto import withhold  # restricted details never wait a year in a dead letter
@@ -53,6 +54,7 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
     broker = NatsBroker(jsa.servers(url), max_reconnect_attempts=-1, logger=quiet, log_level=logging.DEBUG,
                         security=security)
     stream = JStream(name=jsa.COMMANDS, declare=False)
+    signers = nats_auth.trusted_signers(rt.settings) if rt is not None else set()
 
     @broker.subscriber(jsa.ACK_SUBJECT, stream=stream, durable=jsa.ACK_CONSUMER,
                        pull_sub=PullSub(batch_size=16, timeout=1.0), ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -71,8 +73,13 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
             assert error is not None
             await dead_letter(rt, jsa.DLQ_COMMANDS, raw, error, "stream")
             return
+        attestation = None
+        if person_channel and signers:  # the web's signature, checked; without it, not a person's word
+            attestation = nats_auth.attestation_from(msg.raw_message.headers)
+            person_channel = attestation is not None and nats_auth.signature_valid(json.loads(raw), attestation,
+                                                                                 signers)
         with structlog.contextvars.bound_contextvars(command_id=command.command_id):
-            result = await rt.incidents.handle(command, person_channel=person_channel)
+            result = await rt.incidents.handle(command, person_channel=person_channel, attestation=attestation)
             if result.dead_letter:
                 await dead_letter(rt, jsa.DLQ_COMMANDS, raw, result.error or {}, "stream")
             await rt.nc.publish(jsa.reply_subject(command.command_id), result.model_dump_json().encode())

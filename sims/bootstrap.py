@@ -11,7 +11,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from sims.adapters import jetstream as jsa
-from sims.adapters.nats_auth import NatsAccess, RelayedAuditLog, access_for
+from sims.adapters.nats_auth import NatsAccess, RelayedAuditLog, SigningJetStream, access_for
 from sims.adapters.keystore import NatsKeyStore, SealingEventStore, notifier_behind, purger
 from sims.adapters.outbox import erase_incident as erase_outbox
 from sims.config import Settings
@@ -152,6 +152,8 @@ async def connect_runtime(settings: Settings, url: str, name: str, protocol: Pro
     access = access or access_for(settings, role)
     nc = await jsa.connect(url, name, **access.connect_options())
     js = nc.jetstream(timeout=10.0)
+    if role in ("web", "admin") and access.creds and not access.is_jwt:  # they sign what they say people did
+        js = SigningJetStream(js, access.creds.read_bytes())  # type: ignore[assignment]
     if setup:
         await jsa.ensure_topology(js, jsa.replicas_for(nc, settings.replicas))
     store, audit, kv = jsa.NatsEventStore(js), jsa.NatsAuditLog(js), jsa.NatsKV(js)

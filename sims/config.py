@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     nats_tls_ca: Path | None = Field(None, description="CA that signed the NATS server's certificate (TLS).")
     nats_tls_cert: Path | None = Field(None, description="Client certificate, when the server verifies clients.")
     nats_tls_key: Path | None = Field(None, description="Key of the client certificate.")
+    nats_signers: str | None = Field(None, description="Public NKeys (comma-separated: the web's and the admin's) "
+                                     "whose signatures on acknowledgements the worker and `sims audit verify` accept; "
+                                     "unset: those of the seeds under <data>/nats/ if any (none: not checked).")
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     public_base_url: str | None = Field(None, description="Public base of every link SIMS sends.")

@@ -163,11 +163,13 @@ class IncidentService:
         key: bytes | None = await self.keys.get(incident_id)
         return key
 
-    async def handle(self, command: Command | ErasePersonalData, *, person_channel: bool = True) -> Result:
+    async def handle(self, command: Command | ErasePersonalData, *, person_channel: bool = True,
+                     attestation: dict[str, str] | None = None) -> Result:
         """Apply one command exactly once; a repeated command id returns the first result.
 
         `person_channel` is False when the command came by a subject other than the acknowledgement
         subject; an acknowledgement or task action is then refused (a worker cannot forge one).
+        `attestation`: the web's signature of the command, kept in its audit record.
         """
         previous = await self.kv.get("sims_results", command.command_id)
         if previous is not None:
@@ -195,7 +197,7 @@ class IncidentService:
             await self.kv.put("sims_results", command.command_id, result.model_dump(mode="json"))
             log_.info("command.refused", error=exc.code, reason=str(exc))
             return result
-        await self._record(command, incident, events)
+        await self._record(command, incident, events, attestation)
         result = Result(ok=True, command_id=command.command_id, kind=command.kind, incident_id=incident.id,
                         reference=incident.reference, version=incident.version, state=incident.state.value)
         await self.kv.put("sims_results", command.command_id, result.model_dump(mode="json"))
@@ -231,11 +233,13 @@ class IncidentService:
         await self.kv.put("sims_results", command.command_id, result.model_dump(mode="json"))
         return result
 
-    async def _record(self, command: Command | ErasePersonalData, incident: Incident, events: list[Event]) -> None:
+    async def _record(self, command: Command | ErasePersonalData, incident: Incident, events: list[Event],
+                      attestation: dict[str, str] | None = None) -> None:
         await self.audit.append(chain=incident.id, actor=command.actor, incident_id=incident.id,
                                 action=f"command.{command.kind}", outcome="accepted" if events else "no change",
                                 detail={"command": _redacted(command, await self._audit_key(incident.id)),
-                                        "version": incident.version})
+                                        "version": incident.version,
+                                        **({"attestation": attestation} if attestation else {})})
         for event in events:
             if event.type is EventType.BRIEFING_DRAFTED:  # each version of the briefing, word for word
                 await self.audit.append(chain=incident.id, actor=event.actor, incident_id=incident.id,

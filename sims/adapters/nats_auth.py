@@ -203,3 +203,100 @@ class RelayedAuditLog:
                       {"Nats-Msg-Id": f"note-{note_id}"})
         return seal(chain=chain, index=0, prev=GENESIS, at=at, actor=actor, incident_id=incident_id,
                     action=action, outcome=outcome, detail=detail)  # provisional: the worker's copy is the record
+
+
+# Acknowledgements signed by the web's (or the admin's CLI) NKey: the worker checks them, the audit record keeps them, and
+# `sims audit verify` checks them again, so an acknowledgement no web process made shows up as forged.
+SIGNER_HEADER, SIGNATURE_HEADER = "Sims-Signer", "Sims-Signature"
+
+
+def canonical(command: dict[str, Any]) -> bytes:
+    """The bytes a signature covers: the command as JSON, keys sorted, no spaces."""
+    return json.dumps(command, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign_command(seed: bytes, command: dict[str, Any]) -> dict[str, str]:
+    import base64
+
+    import nkeys
+
+    pair = nkeys.from_seed(bytearray(seed.strip()))
+    return {"signed_by": str(pair.public_key.decode()),
+            "signature": base64.urlsafe_b64encode(pair.sign(canonical(command))).decode()}
+
+
+def signature_valid(command: dict[str, Any], attestation: dict[str, Any], trusted: set[str]) -> bool:
+    """Whether `attestation` is a signature of `command` by one of the `trusted` public NKeys."""
+    import base64
+    import binascii
+
+    import nacl.exceptions
+    import nacl.signing
+    import nkeys
+
+    key = str(attestation.get("signed_by") or "")
+    if key not in trusted:
+        return False
+    try:
+        raw = base64.b32decode(key + "=" * (-len(key) % 8))
+        sig = base64.urlsafe_b64decode(str(attestation.get("signature") or ""))
+        if raw[0] != nkeys.PREFIX_BYTE_USER or len(raw) != 35:
+            return False
+        nacl.signing.VerifyKey(raw[1:33]).verify(canonical(command), sig)
+        return True
+    except (binascii.Error, ValueError, nacl.exceptions.BadSignatureError):
+        return False
+
+
+def trusted_signers(settings: Any) -> set[str]:
+    """Public NKeys whose signatures are accepted: SIMS_NATS_SIGNERS, else the web's and admin's seeds
+    under the data folder (`sims up`), else none (signatures are then not checked)."""
+    if getattr(settings, "nats_signers", None):
+        return {k.strip() for k in settings.nats_signers.split(",") if k.strip()}
+    seeds = [seeds_folder(settings.data_dir) / f"{role}.nk" for role in ("web", "admin")]
+    return {public_key(seed.read_bytes()) for seed in seeds if seed.exists()}
+
+
+class SigningJetStream:
+    """The web's (and the CLI's) JetStream context: a publish on the acknowledgement subject carries its signature."""
+
+    def __init__(self, js: Any, seed: bytes) -> None:
+        self._js, self._seed = js, seed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def publish(self, subject: str, payload: bytes = b"", timeout: float | None = None,
+                      stream: str | None = None, headers: dict[str, str] | None = None) -> Any:
+        if subject == ACK_SUBJECT:
+            signed = sign_command(self._seed, json.loads(payload))
+            headers = {**(headers or {}), SIGNER_HEADER: signed["signed_by"], SIGNATURE_HEADER: signed["signature"]}
+        return await self._js.publish(subject, payload, timeout=timeout, stream=stream, headers=headers)
+
+
+def attestation_from(headers: dict[str, str] | None) -> dict[str, str] | None:
+    if not headers or SIGNER_HEADER not in headers:
+        return None
+    return {"signed_by": headers[SIGNER_HEADER], "signature": headers.get(SIGNATURE_HEADER, "")}
+
+
+ATTESTED_ACTIONS = ("command.acknowledge", "command.task")
+
+
+def check_signatures(records: list[dict[str, Any]], trusted: set[str]) -> tuple[int, int, list[str]]:
+    """(signed and valid, unsigned, problems) over the audit records of people's acknowledgements and
+    task actions that were applied; a signature that does not verify is a problem."""
+    good, unsigned, problems = 0, 0, []
+    for record in records:
+        if record.get("action") not in ATTESTED_ACTIONS or str(record.get("outcome", "")).startswith("refused"):
+            continue
+        detail = record.get("detail") or {}
+        attestation = detail.get("attestation")
+        if attestation is None:
+            unsigned += 1
+        elif signature_valid(detail.get("command") or {}, attestation, trusted):
+            good += 1
+        else:
+            problems.append(f"{record.get('chain')} #{record.get('index')}: {record.get('action')} by "
+                            f"{record.get('actor')} has a signature that does not verify")
+    return good, unsigned, problems

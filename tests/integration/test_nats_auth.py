@@ -21,7 +21,16 @@ from nats.aio.client import Client as NATS
 
 from sims import queries
 from sims.adapters import jetstream as jsa
-from sims.adapters.nats_auth import ROLES, NatsAccess, embedded_config, new_seed, seeds_folder, tls_config
+from sims.adapters.nats_auth import (
+    ROLES,
+    NatsAccess,
+    check_signatures,
+    embedded_config,
+    new_seed,
+    public_key,
+    seeds_folder,
+    tls_config,
+)
 from sims.adapters.nats_server import NatsServer
 from sims.fund import ApproveClaim
 from sims.messages import Acknowledge
@@ -126,6 +135,14 @@ async def test_web_raises_and_acknowledges_but_cannot_write_events_audit_or_stat
         return any(r["action"] == "link.refused" and r["detail"].get("via") == "web"
                    for r in await queries.audit_records(stack.rt))
     await stack.wait_for(refusal_audited)
+    records = await queries.audit_records(stack.rt)
+    acked = next(r for r in records if r["action"] == "command.acknowledge" and r["outcome"] == "accepted")
+    web_key = public_key(seed(tmp_path, "web").read_bytes())
+    assert acked["detail"]["attestation"]["signed_by"] == web_key  # the web signed what the person did
+    good, _, forged = check_signatures(records, {web_key})
+    assert good >= 1 and not forged
+    tampered = {**acked, "detail": {**acked["detail"], "command": {**acked["detail"]["command"], "person": "x"}}}
+    assert check_signatures([tampered], {web_key})[2]
 
     admin = await Client.connect(secured_nats.url, seed(tmp_path, "admin"))
     js = admin.nc.jetstream()
@@ -165,6 +182,15 @@ async def test_web_raises_and_acknowledges_but_cannot_write_events_audit_or_stat
         found = await stack.rt.kv.get("sims_results", approve.command_id)
         return bool(found and found["error"]["error"] == "wrong_channel")
     await stack.wait_for(fund_decision_refused)  # a fund decision is the VRU lead's, never the worker's
+    unsigned = Acknowledge(incident=incident_id, message_kind="holding_notice", person="someone-else",
+                           actor="someone-else")
+    await admin.nc.jetstream().publish(jsa.ACK_SUBJECT, unsigned.model_dump_json().encode(),
+                                       headers={"Nats-Msg-Id": unsigned.command_id})
+
+    async def unsigned_refused() -> bool:
+        found = await stack.rt.kv.get("sims_results", unsigned.command_id)
+        return bool(found and found["error"]["error"] == "wrong_channel")
+    await stack.wait_for(unsigned_refused)  # on the right subject but with no signature: not applied
     again, _ = await queries.incident_with_timeline(stack.rt, incident_id)
     assert again.acknowledged == found.acknowledged
     assert await count(js, jsa.EVENTS, f"sims.evt.{incident_id}") == events_before
