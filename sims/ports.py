@@ -102,8 +102,17 @@ class KeyValue(Protocol):
 
     async def increment(self, bucket: str, key: str) -> int: ...
 
-    async def update(self, bucket: str, key: str, change: Any) -> Any:
-        """Compare-and-set read-modify-write: `change(old or None) -> new`."""
+    async def update(self, bucket: str, key: str, change: Any,
+                     known: tuple[Any | None, int | None] | None = None) -> Any:
+        """Compare-and-set read-modify-write: `change(old or None) -> new`; `known` skips the first read."""
+        ...
+
+    async def get_entry(self, bucket: str, key: str) -> tuple[Any | None, int | None]:
+        """The value and its revision; (None, None) when absent."""
+        ...
+
+    async def create(self, bucket: str, key: str, value: Any) -> bool:
+        """Store only if absent; False if the key had a value."""
         ...
 
     async def entries(self, bucket: str, pattern: str = ">") -> dict[str, Any]: ...

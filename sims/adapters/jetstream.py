@@ -251,7 +251,10 @@ class NatsAuditLog:
         lock = self._locks.setdefault(chain, asyncio.Lock())
         async with lock:
             for attempt in range(50):
-                seq, index, prev = self._tips.get(chain) or await self._tip(chain)
+                # A chain this process has not written yet is most often new (a recipient's chain): try it
+                # as empty, with no read first; if it is not, the server refuses (wrong last sequence).
+                tip = self._tips.get(chain) or ((0, -1, GENESIS) if attempt == 0 else await self._tip(chain))
+                seq, index, prev = tip
                 record = seal(chain=chain, index=index + 1, prev=prev, at=at or datetime.now(timezone.utc),
                               actor=actor, incident_id=incident_id, action=action, outcome=outcome,
                               detail=detail)
@@ -308,6 +311,24 @@ class NatsKV:
         kv = await self.bucket(bucket)
         await retrying(lambda: kv.put(key, json.dumps(value, default=str).encode()))
 
+    async def get_entry(self, bucket: str, key: str) -> tuple[Any | None, int | None]:
+        """The value and its revision (None, None when absent): a later `update` can skip its read."""
+        kv = await self.bucket(bucket)
+        try:
+            entry = await retrying(lambda: kv.get(key))
+        except KeyNotFoundError:
+            return None, None
+        return (json.loads(entry.value) if entry.value else None), entry.revision
+
+    async def create(self, bucket: str, key: str, value: Any) -> bool:
+        """Store `value` only if the key has none (one write, no read first); False if it had one."""
+        kv = await self.bucket(bucket)
+        try:
+            await retrying(lambda: kv.create(key, json.dumps(value, default=str).encode()))
+        except (KeyWrongLastSequenceError, BadRequestError):
+            return False
+        return True
+
     async def entries(self, bucket: str, pattern: str = ">") -> dict[str, Any]:
         """Every key matching `pattern` (NATS wildcards) with its latest value, filtered by the server."""
         stream, prefix = f"KV_{bucket}", f"$KV.{bucket}."
@@ -331,15 +352,18 @@ class NatsKV:
         finally:
             await sub.unsubscribe()
 
-    async def update(self, bucket: str, key: str, change: Any) -> Any:
-        """Read-modify-write with compare-and-set: `change(old or None) -> new`; retried on a race."""
+    async def update(self, bucket: str, key: str, change: Any,
+                     known: tuple[Any | None, int | None] | None = None) -> Any:
+        """Read-modify-write with compare-and-set: `change(old or None) -> new`; retried on a race.
+
+        `known`: the (value, revision) the caller read already (`get_entry`), used for the first try.
+        """
         kv = await self.bucket(bucket)
         for attempt in range(100):
-            try:
-                entry = await retrying(lambda: kv.get(key))
-                old, revision = (json.loads(entry.value) if entry.value else None), entry.revision
-            except KeyNotFoundError:
-                old, revision = None, None
+            if known is not None:
+                (old, revision), known = known, None
+            else:
+                old, revision = await self.get_entry(bucket, key)
             new = change(old)
             payload = json.dumps(new, default=str).encode()
             try:

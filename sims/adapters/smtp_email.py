@@ -61,6 +61,11 @@ class SmtpEmailSender:
         self._idle: asyncio.Queue[_Connection] | None = None
         self._all: list[_Connection] = []
 
+    @property
+    def parallel(self) -> int:
+        """How many messages can be in an SMTP transaction at once (one a connection)."""
+        return self._size
+
     def _new_client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
             hostname=self._host, port=self._port, username=self._username, password=self._password,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -137,6 +138,33 @@ class TwilioSmsSender:
         finally:
             _retry_after_slot.reset(token)
         return Accepted(provider=PROVIDER, provider_id=str(message.sid), status=str(message.status or "queued"))
+
+    async def find_accepted(self, sms: OutgoingSms, since: datetime) -> Accepted | None:
+        """The message Twilio already took with this To and body since `since`, if any (newest first).
+
+        Asked before sending a redelivered work item: a worker killed between Twilio accepting a message
+        and its record being written must not send it twice. The body holds the person's own link, so
+        To + body identify the message. Pages newest first and stops at the first one older than `since`;
+        no DateSent filter, since a message still queued at Twilio has no date_sent yet.
+        """
+        client = self._get_client()
+        args: dict[str, Any] = {"to": sms.to, "page_size": 50}
+        if (from_ := self._from_for(sms.to)) is not None:
+            args["from_"] = from_
+        try:
+            async for message in await client.messages.stream_async(**args):
+                created = message.date_created
+                if created is not None and created < since:
+                    return None
+                if message.body == sms.body and str(message.status) not in ("failed", "undelivered", "canceled"):
+                    return Accepted(provider=PROVIDER, provider_id=str(message.sid),
+                                    status=str(message.status or "queued"))
+        except TwilioRestException as exc:
+            raise _rest_failure(exc.status, exc.code, exc.msg, None) from exc
+        except (TimeoutError, aiohttp.ClientError, OSError, TwilioException, ValueError) as exc:
+            raise DeliveryFailed(provider=PROVIDER, transient=True, code="lookup",
+                                 message=f"could not ask Twilio what it already took: {type(exc).__name__}: {exc}") from exc
+        return None
 
     async def close(self) -> None:
         if self._http is not None:

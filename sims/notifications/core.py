@@ -6,6 +6,7 @@ Delivery records live in KV `sims_deliveries` (`d.<message key>`), the people to
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -58,6 +59,7 @@ class NotificationCore:
     link_ttl: timedelta = timedelta(hours=72)
     retry_base: float = 1.0
     limiters: dict[str, RateLimiter] = field(default_factory=dict)
+    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False, repr=False)
 
 
     async def _mark_told(self, incident_id: str, entries: list[tuple[str, str]]) -> None:
@@ -102,13 +104,12 @@ class NotificationCore:
         link_id = link_id_for(key)
         binding = Binding(incident_id=incident.id, task=task or f"msg.{kind.value}", person=contact.id,
                           expires_at=self.clock.now() + self.link_ttl, kid=kid)
-        stored = await self.kv.get("sims_links", link_id)
-        if stored:
-            binding = Binding(**{**stored, "expires_at": datetime.fromisoformat(stored["expires_at"])})
-        else:
-            await self.kv.put("sims_links", link_id, {"incident_id": binding.incident_id, "task": binding.task,
-                                                      "person": binding.person, "kid": kid,
-                                                      "expires_at": binding.expires_at.isoformat()})
+        fresh = {"incident_id": binding.incident_id, "task": binding.task, "person": binding.person, "kid": kid,
+                 "expires_at": binding.expires_at.isoformat()}
+        if not await self.kv.create("sims_links", link_id, fresh):  # one write; read only when planned before
+            stored = await self.kv.get("sims_links", link_id)
+            if stored:
+                binding = Binding(**{**stored, "expires_at": datetime.fromisoformat(stored["expires_at"])})
         secret = self.keyring.get(binding.kid, secret)
         return f"{self.base_url}/l/{mint(secret, binding, link_id)}"
 

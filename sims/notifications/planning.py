@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -43,12 +44,15 @@ class Planning(NotificationCore):
             people = [(c, c.channels[0]) for c in (self.directory.get(i) for i in told) if c is not None]
         deliveries = list(await asyncio.gather(*(self._prepare(incident, kind, contact, channel, extra, (), revision)
                                                  for contact, channel in people)))
-        if kind in (Kind.HOLDING, Kind.BRIEFING) and self.timers is not None:
-            due = self.clock.now() + self.protocol.follow_up
-            await asyncio.gather(*(self.timers.set(f"f.{incident.id}.{kind.value}.{revision}.{d.contact_id}", due, {
+        writes = [self.queue.enqueue(d) for d in deliveries]  # in flight together: first sends start sooner
+        if kind in (Kind.HOLDING, Kind.BRIEFING) and self.timers is not None and deliveries:
+            # One follow-up timer for everyone this event told (not one per person): a write per event.
+            cause = hashlib.sha256(f"{event.command_id}|{event.type}".encode()).hexdigest()[:16]
+            writes.append(self.timers.set(f"f.{incident.id}.{kind.value}.{revision}.{cause}",
+                                          self.clock.now() + self.protocol.follow_up, {
                 "type": "follow_up", "incident": incident.id, "kind": kind.value, "revision": revision,
-                "person": d.contact_id, "channel": d.channel.value}) for d in deliveries))
-        await asyncio.gather(*(self.queue.enqueue(d) for d in deliveries))  # in flight together: first sends start sooner
+                "people": {d.contact_id: d.channel.value for d in deliveries}}))
+        await asyncio.gather(*writes)
         await self._mark_told(incident.id, [(d.contact_id, d.key) for d in deliveries])
         await self.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="notify.planned",
                                 outcome=f"{len(deliveries)} {kind.value} message(s) queued",

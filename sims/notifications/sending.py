@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Any
 
 from sims.directory import Channel
@@ -14,35 +16,59 @@ from sims.ports import Accepted, DeliveryFailed, OutgoingEmail, OutgoingSms
 from sims.views import TaskExtra
 
 
+LOOKUP_MARGIN = timedelta(minutes=5)  # clock skew between us and the provider, when looking a message up
+
+
 class Sending(NotificationCore):
     async def send(self, delivery: Delivery, attempt: int) -> Status:
-        """Send one work item once; Retry for a transient failure, fallback after a permanent one."""
-        record = await self.kv.get(BUCKET, f"d.{delivery.key}") or {}
+        """Send one work item once; Retry for a transient failure, fallback after a permanent one.
+
+        A redelivered item (`attempt` > 1) whose record does not say the provider took it is first
+        looked up at the provider, when it can be asked (Twilio): a worker may have died between the
+        provider accepting it and the record being written. Email cannot be asked; its exposure is
+        bounded instead by holding one of the sender's connections until the record is written.
+        """
+        known = await self.kv.get_entry(BUCKET, f"d.{delivery.key}")
+        record = known[0] or {}
         current = Status(record.get("status", Status.PENDING))
         if current in PROVIDER_TOOK or current in (Status.FAILED, Status.UNDELIVERED):
             return current  # a redelivered work item: it was handled already
         sender = self.senders[delivery.channel]
-        limiter = self.limiters.setdefault(sender.name, RateLimiter(0))
-        await limiter.wait()
+        if delivery.channel is Channel.EMAIL:
+            message: OutgoingEmail | OutgoingSms = OutgoingEmail(
+                key=delivery.key, to=delivery.to, subject=delivery.subject, text=delivery.body,
+                html=delivery.html, message_id=f"<{delivery.key}@sims>")
+        else:
+            to = f"whatsapp:{delivery.to}" if delivery.channel is Channel.WHATSAPP else delivery.to
+            message = OutgoingSms(key=delivery.key, to=to, body=delivery.body,
+                                  status_callback=f"{self.base_url}/hooks/twilio/status")
+        lookup = getattr(sender, "find_accepted", None)
+        parallel = None if lookup else getattr(sender, "parallel", None)  # SMTP: its connections
+        slot = self._slots.setdefault(sender.name, asyncio.Semaphore(parallel)) if parallel else None
         try:
-            if delivery.channel is Channel.EMAIL:
-                accepted = await sender.send(OutgoingEmail(  # type: ignore[arg-type]
-                    key=delivery.key, to=delivery.to, subject=delivery.subject, text=delivery.body,
-                    html=delivery.html, message_id=f"<{delivery.key}@sims>"))
+            if lookup and attempt > 1:
+                found = await lookup(message, delivery.created_at - LOOKUP_MARGIN)
+                if found is not None:
+                    await self._accepted(delivery, found, attempt, known, found_at_provider=True)
+                    return Status.ACCEPTED
+            limiter = self.limiters.setdefault(sender.name, RateLimiter(0))
+            await limiter.wait()
+            if slot is None:
+                accepted = await sender.send(message)  # type: ignore[arg-type]
             else:
-                to = f"whatsapp:{delivery.to}" if delivery.channel is Channel.WHATSAPP else delivery.to
-                accepted = await sender.send(OutgoingSms(  # type: ignore[arg-type]
-                    key=delivery.key, to=to, body=delivery.body,
-                    status_callback=f"{self.base_url}/hooks/twilio/status"))
+                async with slot:  # the record is written before the connection sends another
+                    accepted = await sender.send(message)  # type: ignore[arg-type]
+                    await self._accepted(delivery, accepted, attempt, known)
+                    return Status.ACCEPTED
         except DeliveryFailed as failure:
             return await self._failed(delivery, failure, attempt, record)
-        await self._accepted(delivery, accepted, attempt, record)
+        await self._accepted(delivery, accepted, attempt, known)
         return Status.ACCEPTED
 
-    async def _accepted(self, delivery: Delivery, accepted: Accepted, attempt: int, record: dict[str, Any]) -> None:
+    async def _accepted(self, delivery: Delivery, accepted: Accepted, attempt: int,
+                        known: tuple[Any, int | None], found_at_provider: bool = False) -> None:
+        """Record and audit the acceptance; the SID index, the record and the audit are written together."""
         now = self.clock.now()
-        if accepted.provider_id.isalnum():
-            await self.kv.put(BUCKET, f"sid.{accepted.provider_id}", delivery.key)
 
         def merge(old: dict[str, Any] | None) -> dict[str, Any]:
             old = old or {}
@@ -51,11 +77,17 @@ class Sending(NotificationCore):
                     "provider_id": accepted.provider_id, "attempts": attempt, "accepted_at": now.isoformat(),
                     "updated_at": now.isoformat(), "error": None}
 
-        await self.kv.update(BUCKET, f"d.{delivery.key}", merge)
-        await self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims", incident_id=delivery.incident_id,
-                                action="message.accepted", outcome=accepted.provider,
-                                detail={"key": delivery.key, "provider_id": accepted.provider_id, "attempt": attempt})
-        log.debug("message.accepted", key=delivery.key, provider=accepted.provider)
+        detail = {"key": delivery.key, "provider_id": accepted.provider_id, "attempt": attempt}
+        if found_at_provider:
+            detail["found_at_provider"] = True  # taken before a worker died; not sent again
+        writes = [self.kv.update(BUCKET, f"d.{delivery.key}", merge, known),
+                  self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims",
+                                    incident_id=delivery.incident_id, action="message.accepted",
+                                    outcome=accepted.provider, detail=detail)]
+        if accepted.provider_id.isalnum():
+            writes.append(self.kv.put(BUCKET, f"sid.{accepted.provider_id}", delivery.key))
+        await asyncio.gather(*writes)
+        log.debug("message.accepted", key=delivery.key, provider=accepted.provider, found=found_at_provider)
 
     def _record(self, delivery: Delivery, record: dict[str, Any]) -> dict[str, Any]:
         return {**record, "key": delivery.key, "incident_id": delivery.incident_id, "kind": delivery.kind.value,

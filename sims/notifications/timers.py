@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -70,22 +71,28 @@ class Timers(NotificationCore):
             fired += 1
         return fired
 
-    async def follow_up(self, timer: dict[str, Any]) -> Delivery | None:
-        """Send an unacknowledged notice again on the person's next channel; nothing if they acknowledged."""
+    async def follow_up(self, timer: dict[str, Any]) -> list[Delivery]:
+        """Send unacknowledged notices again on each person's next channel; nothing to who acknowledged."""
+        people: dict[str, str] = timer.get("people") or {timer["person"]: timer["channel"]}  # or one person's
         incident, _seq, events = await self.incidents.load(timer["incident"])
-        person = self.directory.get(timer["person"])
         kind = Kind(timer["kind"])
-        if (person is None or f"{kind.value}:{person.id}" in incident.acknowledged
-                or incident.state.value in ("closed", "stood_down")):
-            return None
-        others = [c for c in person.channels if c.value != timer["channel"]]
-        if not others:
-            return None
+        if incident.state.value in ("closed", "stood_down"):
+            return []
         cause = _cause(events, kind, int(timer["revision"]))
         extra = self._extra(kind, cause, incident) if cause else None
-        delivery = await self._prepare(incident, kind, person, others[0], extra, (), f"{timer['revision']}f")
-        await self.queue.enqueue(delivery)
-        await self.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="message.follow_up",
-                                outcome=f"{person.id} by {others[0].value}", detail={"key": delivery.key})
-        return delivery
-
+        deliveries = []
+        for person_id, channel in people.items():
+            person = self.directory.get(person_id)
+            if person is None or f"{kind.value}:{person.id}" in incident.acknowledged:
+                continue
+            others = [c for c in person.channels if c.value != channel]
+            if others:
+                deliveries.append(await self._prepare(incident, kind, person, others[0], extra, (),
+                                                      f"{timer['revision']}f"))
+        await asyncio.gather(*(self.queue.enqueue(d) for d in deliveries))
+        for delivery in deliveries:
+            await self.audit.append(chain=incident.id, actor="sims", incident_id=incident.id,
+                                    action="message.follow_up",
+                                    outcome=f"{delivery.contact_id} by {delivery.channel.value}",
+                                    detail={"key": delivery.key})
+        return deliveries

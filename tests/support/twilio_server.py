@@ -28,9 +28,10 @@ import socket
 import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.utils import format_datetime
 from typing import Any, Self
+from urllib.parse import urlencode
 
 from aiohttp import ClientSession, ClientTimeout, encode_basic_auth, web
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
@@ -153,8 +154,23 @@ class _Script:
     default: Reply = field(default_factory=ok)
 
 
+def _when(value: str) -> datetime | date:
+    """A DateSent filter value: a day (YYYY-MM-DD) or, as the library sends it, a UTC timestamp."""
+    if len(value) == 10:
+        return date.fromisoformat(value)
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _sent_matches(sent: datetime, op: str, bound: datetime | date) -> bool:
+    """Twilio compares days for a day (`>=` from its midnight, `<=` to the end of it), else the instant."""
+    if isinstance(bound, datetime):
+        return {"=": sent == bound, "<": sent <= bound, ">": sent >= bound}[op]
+    day = sent.date()
+    return {"=": day == bound, "<": day <= bound, ">": day >= bound}[op]
+
+
 class TwilioServer:
-    """Speaks `POST /2010-04-01/Accounts/{sid}/Messages.json` (and GET of one message) on 127.0.0.1."""
+    """Speaks `POST /2010-04-01/Accounts/{sid}/Messages.json`, GET of one message and the list, on 127.0.0.1."""
 
     def __init__(self, *, account_sid: str = DEFAULT_ACCOUNT_SID, auth_token: str = DEFAULT_AUTH_TOKEN,
                  port: int = 0, host: str = "127.0.0.1", record: bool = True,
@@ -228,6 +244,7 @@ class TwilioServer:
         prefix = f"/{API_VERSION}/Accounts/{{account_sid}}"
         app.router.add_post(prefix + "/Messages.json", self._create)
         app.router.add_get(prefix + "/Messages/{sid}.json", self._fetch)
+        app.router.add_get(prefix + "/Messages.json", self._list)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -311,12 +328,46 @@ class TwilioServer:
             return self._error(404, 20404, f"The requested resource {request.path} was not found")
         return web.json_response(self._resource(message, "queued"))
 
+    async def _list(self, request: web.Request) -> web.Response:
+        """Messages newest first, filtered by To, From and DateSent (=, <=, >=), one page at a time.
+
+        As Twilio: `DateSent>=YYYY-MM-DD` arrives as the key `DateSent>` (the library sends a full
+        timestamp there); PageSize (default 50, at most 1000) and Page with a PageToken walk the pages,
+        and `next_page_uri` is null on the last one. Messages here are sent the moment they are accepted.
+        """
+        if not self._authorised(request):
+            return self._error(401, 20003, "Authenticate")
+        q = request.query
+        try:
+            size = min(1000, max(1, int(q.get("PageSize", "50"))))
+            page = max(0, int(q.get("Page", "0")))
+            bounds = {op: _when(q[key]) for key, op in (("DateSent", "="), ("DateSent<", "<"), ("DateSent>", ">"))
+                      if key in q}
+        except ValueError as exc:
+            return self._error(400, 20001, f"Invalid parameter: {exc}")
+        found = [m for m in reversed(self.messages)
+                 if q.get("To", m.to) == m.to and q.get("From", m.from_) == m.from_
+                 and all(_sent_matches(m.date_created, op, bound) for op, bound in bounds.items())]
+        chunk = found[page * size:(page + 1) * size]
+        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
+        kept = [(k, v) for k, v in q.items() if k not in ("Page", "PageToken")]
+
+        def uri(number: int) -> str:
+            return f"{base}?{urlencode([*kept, ('Page', str(number)), ('PageToken', f'PA{number}')])}"
+
+        more = (page + 1) * size < len(found)
+        return web.json_response({
+            "messages": [self._resource(m, "sent") for m in chunk], "page": page, "page_size": size,
+            "start": page * size, "end": page * size + len(chunk) - 1 if chunk else page * size,
+            "uri": uri(page), "first_page_uri": uri(0), "previous_page_uri": uri(page - 1) if page else None,
+            "next_page_uri": uri(page + 1) if more else None})
+
     def _resource(self, m: SentMessage, status: str) -> dict[str, Any]:
         created = format_datetime(m.date_created, usegmt=False)
         uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{m.sid}"
         return {
             "account_sid": self.account_sid, "api_version": API_VERSION, "body": m.body,
-            "date_created": created, "date_sent": None, "date_updated": created,
+            "date_created": created, "date_sent": created if status == "sent" else None, "date_updated": created,
             "direction": "outbound-api", "error_code": None, "error_message": None,
             "from": m.from_, "messaging_service_sid": m.messaging_service_sid, "num_media": "0",
             "num_segments": str(m.num_segments), "price": None, "price_unit": "USD", "sid": m.sid,
