@@ -28,6 +28,8 @@ def keys(folder: Path = typer.Argument(..., help="Where to keep the seeds, e.g. 
     for role, path in seeds.items():
         typer.echo(f"{role:7} {public_key(path.read_bytes())}  seed: {path}")
     typer.echo(f"Server authorization block (no secrets): {target}")
+    signers = ",".join(public_key(seeds[role].read_bytes()) for role in ("web", "admin"))
+    typer.echo(f"For every SIMS process (acknowledgements signed by these are accepted): SIMS_NATS_SIGNERS={signers}")
 
 
 @nats_app.command("setup")

@@ -329,7 +329,7 @@ async def test_deploy_cluster_configs_run_with_tls_clients_tls_routes_and_the_ro
     tls = tmp_path / "tls"
     subprocess.run(["sh", str(deploy / "make-certs.sh"), str(tls), *names], check=True, capture_output=True)
     made = CliRunner().invoke(app, ["nats", "keys", str(tmp_path / "keys"), "--conf", str(tmp_path / "authorization.conf")])
-    assert made.exit_code == 0, made.output
+    assert made.exit_code == 0 and "SIMS_NATS_SIGNERS=U" in made.output, made.output
     clients, routes = [free_port() for _ in names], [free_port() for _ in names]
     procs = []
     try:

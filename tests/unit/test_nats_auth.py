@@ -74,3 +74,26 @@ def test_tls_block_asks_for_client_certificates_only_when_told() -> None:
     plain = json.loads(tls_config(Path("/c.pem"), Path("/k.pem"), Path("/ca.pem")).removeprefix("tls "))
     assert plain == {"cert_file": "/c.pem", "key_file": "/k.pem", "ca_file": "/ca.pem", "timeout": 2.0}
     assert json.loads(tls_config(Path("/c"), Path("/k"), verify=True).removeprefix("tls "))["verify"] is True
+
+
+def test_signatures_on_acknowledgements_verify_only_for_the_same_command_and_a_trusted_key(tmp_path: Path) -> None:
+    from sims.adapters.nats_auth import check_signatures, sign_command, signature_valid
+
+    seeds = {role: path.read_bytes() for role, path in ensure_seeds(tmp_path / "nats").items()}
+    web, worker = public_key(seeds["web"]), public_key(seeds["worker"])
+    command = {"kind": "acknowledge", "incident": "i1", "message_kind": "holding", "person": "p1", "actor": "p1"}
+    signed = sign_command(seeds["web"], command)
+    assert signed["signed_by"] == web and signature_valid(dict(reversed(command.items())), signed, {web})
+    assert not signature_valid({**command, "person": "p2"}, signed, {web})  # another person
+    assert not signature_valid(command, sign_command(seeds["worker"], command), {web})  # the worker's own key
+    assert not signature_valid(command, {**signed, "signed_by": worker}, {web, worker})  # someone else's name
+    assert not signature_valid(command, {**signed, "signature": "not base64!"}, {web})
+
+    def record(detail: dict[str, object], outcome: str = "accepted") -> dict[str, object]:
+        return {"chain": "i1", "index": 3, "action": "command.acknowledge", "actor": "p1", "outcome": outcome,
+                "detail": detail}
+    records = [record({"command": command, "attestation": signed}), record({"command": command}),
+               record({"command": {**command, "person": "p2"}, "attestation": signed}),
+               record({"command": command, "attestation": {"signed_by": web, "signature": ""}}, "refused: x")]
+    good, unsigned, forged = check_signatures(records, {web})
+    assert (good, unsigned) == (1, 1) and len(forged) == 1 and "i1 #3" in forged[0]
