@@ -13,6 +13,7 @@ from sims.notifications.core import BUCKET, NotificationCore, UnknownMessage, _c
 from sims.notifications.retry import MAX_ATTEMPTS, RateLimiter, Retry, backoff
 from sims.notify import PROVIDER_TOOK, Delivery, Kind, Status, advance, fallback
 from sims.ports import Accepted, DeliveryFailed, OutgoingEmail, OutgoingSms
+from sims.retention import without_addresses
 from sims.views import TaskExtra
 
 
@@ -107,7 +108,7 @@ class Sending(NotificationCore):
                                 action="message.failed" if final else "message.retrying",
                                 outcome=f"{failure.provider} {failure.code}",
                                 detail={"key": delivery.key, "attempt": attempt, "transient": failure.transient,
-                                        "error": failure.message[:300]})
+                                        "error": without_addresses(failure.message)[:300]})  # the trail is forever
         if not final:
             raise Retry(backoff(attempt, failure.retry_after, base=self.retry_base))
         log.warning("message.failed", key=delivery.key, code=failure.code, attempts=attempt)

@@ -311,3 +311,26 @@ async def test_erasure_waits_while_the_incidents_messages_are_still_going_out(st
     stand_downs = [d for d in await stack.deliveries(incident_id) if d["kind"] == "stand_down"]
     assert len(stand_downs) >= len(told) and all(d["to"] == ERASED for d in stand_downs)  # one per person told
     assert not [k for k, v in (await rt.kv.entries("sims_links")).items() if v.get("incident_id") == incident_id]
+
+
+async def test_a_providers_error_quoting_a_number_reaches_the_audit_trail_without_it(stack: Stack) -> None:
+    """Audit records are never changed, so a failed number must not go into one in the first place."""
+    from tests.support import twilio_server as tw
+
+    person = next(c for c in stack.rt.directory.all() if c.mobile and c.email and c.channels[0].value == "sms")
+    stack.twilio.fail_to[person.mobile] = tw.invalid_number()  # "The 'To' number +44... is not valid"
+    raised = await stack.raise_incident()
+
+    async def failed() -> list[dict[str, Any]]:
+        return [r for r in await stack.deliveries(raised["incident_id"])
+                if r["contact_id"] == person.id and r["channel"] == "sms" and r["status"] == "failed"]
+
+    async def audited() -> list[dict[str, Any]]:
+        return [r for r in await queries.audit_records(stack.rt, raised["incident_id"])
+                if r["action"] == "message.failed"]
+    await stack.wait_for(failed)
+    await stack.wait_for(audited)
+    assert person.mobile in (await failed())[0]["error"]  # the delivery record keeps it, until erasure
+    audit = await audited()
+    assert audit and "[address] is not a valid phone number" in audit[0]["detail"]["error"]
+    assert person.mobile not in json.dumps(audit) and person.mobile.replace("+44", "0") not in json.dumps(audit)
