@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import pytest
 import uvicorn
 from nats.aio.client import Client as NATS
 
+from handlers.auth import UserStore
 from handlers.http import create_app
 from handlers.pan_london import overview, setup_borough, setup_vru
 from handlers.worker import build_broker
@@ -37,6 +40,7 @@ from tests.support.twilio_server import TwilioServer
 
 SECRET = "Victim: Jordan Smith, 17, of 12 Acacia Road"
 SECRET_WORDS = ("Jordan", "Smith", "Acacia")
+PASSWORD = "a long passphrase for tests"
 BOROUGHS = {"SWK": ("southwark.yaml", ROOT / "contacts"),
             "LAM": ("lambeth.yaml", ROOT / "boroughs" / "lambeth" / "contacts")}
 
@@ -172,6 +176,16 @@ async def linked_in(borough: Borough, reference: str) -> Any:
     return found[0]
 
 
+async def sign_in(browser: httpx.AsyncClient, username: str) -> int:
+    """Sign in to a borough's console as a person would (the form's CSRF token and cookie); the status."""
+    form = (await browser.get("/console/sign-in")).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert token, form
+    answer = await browser.post("/console/sign-in", data={"username": username, "password": PASSWORD,
+                                                          "csrf_token": token.group(1), "next": "/console"})
+    return answer.status_code
+
+
 def everything_sent(borough: Borough) -> str:
     sms = [f"{m.to} {m.body}" for m in borough.twilio.messages]
     mail = [f"{' '.join(m.rcpt_tos)} {m.raw.decode('utf-8', 'replace')}" for m in borough.smtp.handler.messages]
@@ -256,6 +270,18 @@ async def test_each_borough_keeps_to_itself(london: London) -> None:
         listing = (await client.get("/api/incidents")).text
         assert lam_raised["reference"] in listing and "SWK-" not in listing
         assert (await client.get(f"/api/incidents/{swk_raised['reference']}")).status_code == 404
+
+    # The console: SWK's duty officer sees SWK's board and incident only, and cannot sign in to LAM's.
+    await UserStore(swk.rt.js).add("swk-officer", "duty_officer", PASSWORD, by="tests")
+    async with httpx.AsyncClient(base_url=swk.stack.http_url) as browser:
+        assert await sign_in(browser, "swk-officer") == 303
+        board = (await browser.get("/console")).text
+        assert swk_raised["reference"] in board and "LAM-" not in board and "Brixton" not in board
+        assert (await browser.get(f"/console/incidents/{lam_raised['reference']}")).status_code == 404
+        page = (await browser.get(f"/console/incidents/{swk_raised['reference']}/audit.csv")).text
+        assert swk_raised["incident_id"] in page and lam_raised["incident_id"] not in page
+    async with httpx.AsyncClient(base_url=lam.stack.http_url) as browser:
+        assert await sign_in(browser, "swk-officer") == 401
 
     # The VRU sees both boroughs' incidents (shareable fields only), and nothing restricted.
     viewer = await london.connect(london.vru_seeds["viewer"])
