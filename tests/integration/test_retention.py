@@ -7,13 +7,19 @@ import asyncio
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from handlers.auth import UserStore
 
 from sims import crypto, queries
 from sims.adapters import jetstream as jsa
@@ -228,6 +234,20 @@ async def test_the_outbox_loses_an_incidents_messages_and_keeps_the_others(tmp_p
     assert [e["key"] for e in read_outbox(tmp_path, None)] == ["kept.holding.p1.sms.1", "kept.update.p1.sms.1"]
 
 
+PASSWORD = "a long passphrase for tests"
+
+
+@asynccontextmanager
+async def signed_in(stack: Stack, username: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=20) as client:
+        form = await client.get(f"{stack.http_url}/console/sign-in")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+        answer = await client.post(f"{stack.http_url}/console/sign-in", data={
+            "username": username, "password": PASSWORD, "csrf_token": token, "next": "/console"})
+        assert answer.status_code == 303, answer.text
+        yield client
+
+
 async def test_the_workers_sweeper_erases_once_retention_ends_and_the_api_shows_it(
         nats_server: NatsServer, twilio_server: TwilioServer, smtp_server: SmtpServer, tmp_path: Path) -> None:
     started, stop = await start_stack(nats_server, twilio_server, smtp_server, tmp_path, sweep=True,
@@ -238,6 +258,11 @@ async def test_the_workers_sweeper_erases_once_retention_ends_and_the_api_shows_
         async with await api_client(started.rt, started.http_url) as api:
             shown = (await api.get(f"/api/incidents/{raised['reference']}")).json()
             assert shown["restricted"] == "[restricted]" and shown["erased_at"] is None
+            page = f"{started.http_url}/console/incidents/{raised['reference']}"
+            await UserStore(started.rt.js).add("duty.one", "duty_officer", PASSWORD, by="test")
+            async with signed_in(started, "duty.one") as duty:
+                before = (await duty.get(page)).text
+                assert "Show restricted details" in before and "Jordan Smith" in before
             await started.settled(incident_id, 1)
             assert (await started.rt.incidents.current(incident_id)).erased_at is None  # open: kept
             result = await started.run(Transition(actor="duty", incident=incident_id, trigger=Trigger.STAND_DOWN,
@@ -255,6 +280,12 @@ async def test_the_workers_sweeper_erases_once_retention_ends_and_the_api_shows_
             assert [i["restricted"] for i in listed if i["id"] == incident_id] == ["[erased]"]
             audit = (await api.get(f"/api/incidents/{raised['reference']}/audit?format=jsonl")).text
             assert reveals(audit) == [] and '"personal_data.erased"' in audit
+            async with signed_in(started, "duty.one") as duty:
+                after = (await duty.get(page)).text
+                assert 'data-erased="true"' in after and "retention period ended" in after
+                assert reveals(after) == [] and "Show restricted details" not in after
+                pack = await duty.get(f"{page}/pack", params={"audience": "gold", "restricted": "yes"})
+                assert pack.status_code == 200 and reveals(pack.text) == []
         records = await queries.audit_records(started.rt)
         assert queries.verify_records(records).ok
         assert [r["actor"] for r in records if r["action"] == "personal_data.erased"] == ["sims"]
