@@ -19,6 +19,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from sims import crypto
+from sims.adapters.jetstream import retrying
 from sims.errors import SimsError
 from sims.messages import Event, EventType
 from sims.ports import EventStore
@@ -59,7 +60,7 @@ class NatsKeyStore:
     async def _bucket(self) -> Any:
         if self._kv is None:
             try:
-                self._kv = await self.js.key_value(BUCKET)
+                self._kv = await retrying(lambda: self.js.key_value(BUCKET))
             except (BucketNotFoundError, NotFoundError):
                 self._kv = await ensure_key_bucket(self.js, self.replicas)
         return self._kv
@@ -79,7 +80,7 @@ class NatsKeyStore:
         self._cache.pop(incident_id, None)
         kv = await self._bucket()
         try:
-            entry = await kv.get(incident_id)
+            entry = await retrying(lambda: kv.get(incident_id))
         except KeyNotFoundError:
             return None
         if not entry.value:
@@ -94,7 +95,7 @@ class NatsKeyStore:
         kv = await self._bucket()
         key = crypto.new_key()
         try:  # last=0: only if the subject never held anything (a purge marker counts: a tombstone)
-            await kv.update(incident_id, crypto.encode_key(key).encode(), last=0)
+            await retrying(lambda: kv.update(incident_id, crypto.encode_key(key).encode(), last=0))
         except KeyWrongLastSequenceError:
             winner = await self.get(incident_id)  # another writer made it first, or it was destroyed
             if winner is None:
@@ -107,17 +108,17 @@ class NatsKeyStore:
         self._cache.pop(incident_id, None)
         kv = await self._bucket()
         try:
-            entry = await kv.get(incident_id)
+            entry = await retrying(lambda: kv.get(incident_id))
             existed = bool(entry.value)
         except KeyNotFoundError:
             existed = False
         try:
-            last = await self.js.get_last_msg(f"KV_{BUCKET}", f"$KV.{BUCKET}.{incident_id}")
+            last = await retrying(lambda: self.js.get_last_msg(f"KV_{BUCKET}", f"$KV.{BUCKET}.{incident_id}"))
             tombstone = (last.headers or {}).get("KV-Operation") == "PURGE"
         except NotFoundError:
             tombstone = False
         if not tombstone:
-            await kv.purge(incident_id)
+            await retrying(lambda: kv.purge(incident_id))
         return existed
 
 
@@ -160,8 +161,8 @@ def purger(js: JetStreamContext) -> Any:
     """`purge(bucket, key)`: remove a KV entry and every revision of it (a rollup purge marker)."""
 
     async def purge(bucket: str, key: str) -> None:
-        kv = await js.key_value(bucket)
-        await kv.purge(key)
+        kv = await retrying(lambda: js.key_value(bucket))
+        await retrying(lambda: kv.purge(key))
 
     return purge
 
@@ -174,8 +175,8 @@ def notifier_behind(js: JetStreamContext) -> Any:
         from sims.adapters.jetstream import EVENTS, NOTIFIER, evt_subject
 
         try:
-            last = await js.get_last_msg(EVENTS, evt_subject(incident_id))
-            info = await js.consumer_info(EVENTS, NOTIFIER)
+            last = await retrying(lambda: js.get_last_msg(EVENTS, evt_subject(incident_id)))
+            info = await retrying(lambda: js.consumer_info(EVENTS, NOTIFIER))
         except NotFoundError:  # no events, or no notifier to wait for
             return False
         floor = info.ack_floor.stream_seq if info.ack_floor else 0
