@@ -3,9 +3,11 @@
 With SIMS_PAN_LONDON on, a borough's worker also:
   - after each incident event, sends the VRU a summary of the incident (shareable fields only);
   - after a raise, sends each neighbouring borough it concerns a boundary notice (shareable fields
-    only) and records that in the incident's audit trail;
-  - turns each notice from a neighbour into a raise of its own (its ward, its protocol, its
-    contacts, its own reference, linked back), through its usual command stream.
+    only), and another when the incident is escalated, stood down or closed; each is recorded in
+    the incident's audit trail;
+  - turns each raise notice from a neighbour into a raise of its own (its ward, its protocol, its
+    contacts, its own reference, linked back), and each later notice into an update to everyone
+    told of that linked incident, through its usual command stream.
 """
 
 from __future__ import annotations
@@ -33,13 +35,17 @@ from sims.bootstrap import Runtime
 from sims.boroughs import (
     BoundaryNotice,
     VruSummary,
+    changes_for,
+    command_id_for,
     linked_raise,
+    linked_update,
     notices_for,
     unknown_neighbours,
     vru_summary,
 )
 from sims.errors import ValidationFailed
 from sims.messages import Event, EventType
+from sims.services import incident_id_for
 
 log = structlog.get_logger("sims.pan_london")
 SHARED_FIELDS = sorted(BoundaryNotice.model_fields)
@@ -52,21 +58,28 @@ async def forward(rt: Runtime, events: list[Event]) -> None:
     summary = vru_summary(incident, rt.protocol)
     await jsa.publish(rt.js, vru_out(incident.id), summary.model_dump_json().encode(),
                       {"Nats-Msg-Id": f"vru-{incident.id}-{incident.version}"}, patience=PATIENCE)
-    if not any(e.type is EventType.RAISED for e in events):
+    if any(e.type is EventType.RAISED for e in events):
+        notices = notices_for(incident, rt.protocol)
+        unknown = unknown_neighbours(rt.protocol, incident.also_affects)
+        if unknown:
+            await rt.audit.append(chain=incident.id, actor="sims", incident_id=incident.id,
+                                  action="boundary.notified", outcome="refused",
+                                  detail={"unknown": unknown, "message": "not a neighbouring borough in this "
+                                          "protocol's boundaries"})
+    elif any(e.type is EventType.STATE_CHANGED for e in events):
+        notices = changes_for(incident, rt.protocol)
+    else:
         return
-    unknown = unknown_neighbours(rt.protocol, incident.also_affects)
-    if unknown:
-        await rt.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="boundary.notified",
-                              outcome="refused", detail={"unknown": unknown, "message": "not a neighbouring borough "
-                                                         "in this protocol's boundaries"})
-    for notice in notices_for(incident, rt.protocol):
+    for notice in notices:
+        key = f"notice-{notice.from_code}-{notice.incident_id}" + (f"-v{notice.version}" if notice.kind == "changed" else "")
         ack = await jsa.publish(rt.js, boundary_out(notice.to_code), notice.model_dump_json().encode(),
-                                {"Nats-Msg-Id": f"notice-{notice.from_code}-{notice.incident_id}"}, patience=PATIENCE)
+                                {"Nats-Msg-Id": key}, patience=PATIENCE)
         if ack.duplicate:
             continue  # sent and audited before this event was redelivered
         await rt.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="boundary.notified",
-                              outcome="sent", detail={"to": notice.to_code, "why": notice.why, "fields": SHARED_FIELDS})
-        log.info("boundary.notified", incident_id=incident.id, to=notice.to_code)
+                              outcome="sent", detail={"to": notice.to_code, "why": notice.why, "kind": notice.kind,
+                                                      "state": notice.state.value, "fields": SHARED_FIELDS})
+        log.info("boundary.notified", incident_id=incident.id, to=notice.to_code, kind=notice.kind)
 
 
 async def receive(rt: Runtime, subject: str, raw: bytes) -> None:
@@ -84,7 +97,8 @@ async def receive(rt: Runtime, subject: str, raw: bytes) -> None:
                           f"claims to come from {notice.from_code}"}, "boundary")
         return
     try:
-        command = linked_raise(notice, rt.protocol)
+        command: Any = (linked_raise(notice, rt.protocol) if notice.kind == "raised"
+                        else linked_update(notice, incident_id_for(command_id_for(notice))))
     except ValidationFailed as exc:
         await dead_letter(rt, jsa.DLQ_INTAKE, raw, exc.to_dict(), "boundary")
         return

@@ -4,18 +4,21 @@ Pure: no I/O. A borough's protocol names its neighbouring boroughs (`boundaries:
 on each side of the shared boundary. An incident concerns a neighbour when its ward is on that
 boundary or the raise names the neighbour (`also_affects`). The neighbour is sent a
 `BoundaryNotice` holding shareable fields only (never restricted details), and raises a linked
-incident of its own from it, under its own protocol and contacts. A linked incident is not
-forwarded again, so a notice never echoes back.
+incident of its own from it, under its own protocol and contacts. When the sender's incident is
+escalated, stood down or closed the neighbour is told again, and updates everyone told of its
+linked incident. A linked incident is not forwarded again, so a notice never echoes back.
 
 The VRU's overview gets a `VruSummary` of every incident of every borough: shareable fields only.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from sims.errors import ValidationFailed
-from sims.messages import RaiseIncident
+from sims.messages import RaiseIncident, SendUpdate
 from sims.model import Incident, IncidentType, Level, State, UtcDateTime
 from sims.protocol_config import ProtocolConfig
 
@@ -43,6 +46,15 @@ class BoundaryNotice(BaseModel):
     outline: str
     exercise: bool = False
     why: str
+    kind: Literal["raised", "changed"] = Field("raised", description="A raise, or a later change of state.")
+    state: State = State.RAISED
+    version: int = Field(1, ge=1, description="The sender's incident version this notice reflects.")
+
+
+# Changes of state a neighbour is told about (after the raise): the incident went to gold, or ended.
+TOLD_STATES = frozenset({State.ESCALATED, State.STOOD_DOWN, State.CLOSED})
+_SAID = {State.ESCALATED: "{b} has escalated {ref} to gold", State.STOOD_DOWN: "{b} has stood down {ref}",
+         State.CLOSED: "{b} has closed {ref}"}
 
 
 class VruSummary(BaseModel):
@@ -98,6 +110,14 @@ def notices_for(incident: Incident, protocol: ProtocolConfig) -> list[BoundaryNo
     ]
 
 
+def changes_for(incident: Incident, protocol: ProtocolConfig) -> list[BoundaryNotice]:
+    """After a change of state a neighbour cares about (TOLD_STATES): one notice per neighbour told of the raise."""
+    if incident.state not in TOLD_STATES:
+        return []
+    return [notice.model_copy(update={"kind": "changed", "state": incident.state, "version": incident.version})
+            for notice in notices_for(incident, protocol)]
+
+
 def ward_for(notice: BoundaryNotice, protocol: ProtocolConfig) -> str:
     """The receiver's ward for a linked incident: one the sender names, else ours facing the sender's ward,
     else our first ward on that boundary; ValidationFailed when the receiver has none."""
@@ -143,3 +163,13 @@ def vru_summary(incident: Incident, protocol: ProtocolConfig) -> VruSummary:
         level=incident.level, ward=incident.ward, gold=incident.gold, exercise=incident.exercise,
         raised_at=incident.raised_at, updated_at=incident.updated_at, linked_from=incident.linked_from,
         concerns=() if incident.linked_from else tuple(concerned(protocol, incident.ward, incident.also_affects)))
+
+
+def linked_update(notice: BoundaryNotice, linked_incident_id: str) -> SendUpdate:
+    """The receiver's update to everyone told of its linked incident: the neighbour's new state, nothing more
+    (a stand-down or closure reason is the sender's free text and does not cross)."""
+    said = _SAID.get(notice.state, "{b}'s {ref} is now " + notice.state.value.replace("_", " "))
+    return SendUpdate(
+        command_id=f"{command_id_for(notice)}.v{notice.version}", actor=f"boundary:{notice.from_code}",
+        incident=linked_incident_id,
+        text=said.format(b=notice.from_borough, ref=notice.reference) + ", the incident this one is linked to.")

@@ -32,7 +32,7 @@ from sims.adapters.nats_auth import NatsAccess, ensure_seeds, public_key, seeds_
 from sims.adapters.nats_server import NatsServer, free_port
 from sims.bootstrap import connect_runtime
 from sims.config import ROOT, Settings
-from sims.messages import RaiseIncident
+from sims.messages import RaiseIncident, Transition
 from tests.support.api import api_client
 from tests.support.smtp_server import SmtpServer
 from tests.support.stack import Stack
@@ -330,6 +330,23 @@ async def test_boundary_incident_notifies_the_neighbour(london: London) -> None:
     records = await queries.audit_records(swk.rt, raised["reference"])
     notified = [r for r in records if r["action"] == "boundary.notified"]
     assert len(notified) == 1 and notified[0]["outcome"] == "sent" and notified[0]["detail"]["to"] == "LAM"
+
+    # The sender stands down: the neighbour's people who were told hear that, and not the reason given.
+    sent_before = len(lam.twilio.messages)
+    stood = await swk.stack.run(Transition(actor="duty-officer", incident=raised["reference"], trigger="stand_down",
+                                           reason="Police confirm Jordan Smith was not hurt"))
+    assert stood["ok"], stood
+    said = f"Southwark has stood down {raised['reference']}"
+
+    async def lam_told() -> bool:
+        return any(said in m.body for m in lam.twilio.messages[sent_before:])
+    await lam.stack.wait_for(lam_told, timeout=20)
+    await settled(lam, linked.id)
+    told_of_update = {m.to for m in lam.twilio.messages[sent_before:] if said in m.body}
+    assert told_of_update <= lam.mobiles() and len(told_of_update) >= 3
+    assert not [w for w in SECRET_WORDS if w in everything_sent(lam)]
+    linked_now, _ = await queries.incident_with_timeline(lam.rt, linked.reference)
+    assert linked_now.updates_sent == 1 and linked_now.state.value != "stood_down"  # LAM decides its own state
 
     # Named on the raise (ward away from the boundary): told as well; the linked incident, itself on the
     # boundary, is not sent back again.

@@ -12,6 +12,8 @@ from sims.boroughs import (
     BOUNDARY_WARD,
     NAMED,
     BoundaryNotice,
+    changes_for,
+    linked_update,
     command_id_for,
     concerned,
     linked_raise,
@@ -129,3 +131,17 @@ def test_accounts_open_one_subject_per_direction_and_each_only_to_its_sender() -
         accounts_config(keys, {}, [("SWK", "WSM")])
     assert "sims.boundary.out.>" in borough_permissions("worker")["publish"]["allow"]
     assert "sims.boundary.out.>" not in borough_permissions("web")["publish"]["allow"]
+
+
+def test_a_neighbour_is_told_when_the_incident_goes_to_gold_or_ends_and_not_why() -> None:
+    assert changes_for(incident("Camberwell Green", state="active", version=4), SWK) == []
+    assert changes_for(incident("Peckham", state="stood_down", version=6), SWK) == []
+    [change] = changes_for(incident("Camberwell Green", state="stood_down", version=6,
+                                    closed_reason="Victim Jordan Smith is safe"), SWK)
+    assert change.kind == "changed" and change.state.value == "stood_down" and change.version == 6
+    update = linked_update(change, "c" * 32)
+    assert update.incident == "c" * 32 and update.command_id == f"boundary.SWK.{'a' * 32}.v6"
+    assert update.text == "Southwark has stood down SWK-2026-0007, the incident this one is linked to."
+    assert "Jordan" not in change.model_dump_json() + update.model_dump_json()
+    [gold] = changes_for(incident("Camberwell Green", state="escalated", version=5), SWK)
+    assert linked_update(gold, "c" * 32).text.startswith("Southwark has escalated SWK-2026-0007 to gold")
