@@ -46,9 +46,9 @@ class BoundaryNotice(BaseModel):
     outline: str
     exercise: bool = False
     why: str
-    kind: Literal["raised", "changed"] = Field("raised", description="A raise, or a later change of state.")
+    kind: Literal["raised", "changed"] = Field(default="raised", description="A raise, or a later change of state.")
     state: State = State.RAISED
-    version: int = Field(1, ge=1, description="The sender's incident version this notice reflects.")
+    version: int = Field(default=1, ge=1, description="The sender's incident version this notice reflects.")
 
 
 # Changes of state a neighbour is told about (after the raise): the incident went to gold, or ended.
