@@ -53,7 +53,8 @@ PATIENCE = 5.0  # seconds a cross-account write is retried before the event is h
 
 
 async def forward(rt: Runtime, events: list[Event]) -> None:
-    """The VRU's summary of the incident these events changed; notices to neighbours after a raise."""
+    """The VRU's summary of the incident these events changed; notices to neighbours after a raise and after
+    a change to escalated, stood down or closed."""
     incident, _seq, _all = await rt.incidents.load(events[0].incident_id)
     summary = vru_summary(incident, rt.protocol)
     await jsa.publish(rt.js, vru_out(incident.id), summary.model_dump_json().encode(),
@@ -92,9 +93,11 @@ async def receive(rt: Runtime, subject: str, raw: bytes) -> None:
     except ValidationError as exc:
         await dead_letter(rt, jsa.DLQ_INTAKE, raw, {"error": "invalid", "message": str(exc)[:500]}, "boundary")
         return
-    if notice.from_code != sender:  # the import fixes the sender's subject; the body must agree with it
-        await dead_letter(rt, jsa.DLQ_INTAKE, raw, {"error": "invalid", "message": f"a notice from {sender} "
-                          f"claims to come from {notice.from_code}"}, "boundary")
+    if notice.from_code != sender or notice.to_code != rt.protocol.borough.code:
+        # the import fixes the subject, naming the sender; the body must agree with it, and be for us
+        await dead_letter(rt, jsa.DLQ_INTAKE, raw, {"error": "invalid", "message": f"a notice from {sender} to "
+                          f"{rt.protocol.borough.code} claims to come from {notice.from_code} to {notice.to_code}"},
+                          "boundary")
         return
     try:
         command: Any = (linked_raise(notice, rt.protocol) if notice.kind == "raised"

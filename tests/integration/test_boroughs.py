@@ -396,7 +396,7 @@ async def test_a_forged_notice_is_refused(london: London) -> None:
             msg = await js.get_last_msg(jsa.DEAD, jsa.DLQ_INTAKE)
         except nats.js.errors.NotFoundError:
             return False
-        return "claims to come from LAM" in (msg.data or b"").decode()
+        return "claims to come from LAM to LAM" in (msg.data or b"").decode()
     await lam.stack.wait_for(dead_lettered)  # ... and refused there: SWK cannot speak as LAM
     assert await lam.incidents() == []
     await lam_admin.close()
