@@ -34,17 +34,18 @@ _READ = [f"{JS}.INFO", f"{JS}.STREAM.INFO.*", f"{JS}.STREAM.NAMES", f"{JS}.STREA
          f"{JS}.CONSUMER.DELETE.*.*", "$JS.FC.>"]
 _DURABLES = ("SIMS_COMMANDS.*", "SIMS_OUTBOX.*", "SIMS_EVENTS.notifier")
 
-PERMISSIONS: dict[str, dict[str, dict[str, list[str]]]] = {
+PERMISSIONS: dict[str, dict[str, Any]] = {
     "admin": {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}},
     "worker": {
         "publish": {
             "allow": ["sims.cmd.incident", "sims.evt.>", "sims.audit.>", "sims.send.>", "sims.dlq.>",
-                      "sims.reply.>", "_INBOX.>", "$JS.ACK.>", "$KV.>", *_READ,
+                      "sims.reply.>", "$JS.ACK.>", "$KV.>", *_READ,
                       f"{JS}.CONSUMER.>", f"{JS}.STREAM.MSG.DELETE.SIMS_COMMANDS"],
             "deny": [ACK_SUBJECT, AUDIT_NOTE_SUBJECT, "sims.cmd.delivery", "$KV.sims_users.>",
                      "$KV.sims_api_tokens.>", *_STREAM_ADMIN],
         },
         "subscribe": {"allow": ["_INBOX.>", "sims.reply.>", "sims.api.command", "$JS.EVENT.ADVISORY.>"]},
+        "allow_responses": True,  # one answer to each gateway request, not any inbox (no forged PubAcks)
     },
     "web": {
         "publish": {

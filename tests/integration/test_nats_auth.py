@@ -36,7 +36,7 @@ from sims.fund import ApproveClaim
 from sims.messages import Acknowledge
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.smtp_server import SmtpServer
-from tests.support.stack import Stack, protocol_without_steps, start_stack
+from tests.support.stack import RAISE, Stack, protocol_without_steps, start_stack
 from tests.support.twilio_server import TwilioServer
 
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/l/[a-z0-9]{17}\.[A-Za-z0-9_-]{16}")
@@ -160,6 +160,10 @@ async def test_web_raises_and_acknowledges_but_cannot_write_events_audit_or_stat
         await web.nc.jetstream().publish("sims.evt.x", forged, timeout=1.0)
 
     worker = await Client.connect(secured_nats.url, seed(tmp_path, "worker"))
+    await worker.refused("_INBOX.someone.else", b'{"stream": "SIMS_EVENTS", "seq": 1}')  # no forged PubAcks
+    gateway = json.loads((await admin.nc.request(jsa.API_SUBJECT, json.dumps(
+        {**RAISE, "kind": "raise", "command_id": "via-gateway"}).encode(), timeout=15)).data)  # the worker may still answer
+    assert gateway["ok"] and gateway["reference"].startswith("SWK-"), gateway
     ack = Acknowledge(incident=incident_id, message_kind="holding_notice", person="someone-else", actor="someone-else")
     await worker.refused(jsa.ACK_SUBJECT, ack.model_dump_json().encode(), {"Nats-Msg-Id": ack.command_id})
     for subject in (jsa.AUDIT_NOTE_SUBJECT, "$KV.sims_users.mallory", "$KV.sims_api_tokens.h.x",

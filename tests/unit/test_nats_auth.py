@@ -39,7 +39,7 @@ def may(role: str, action: str, subject: str) -> bool:
     ("web", "$JS.API.CONSUMER.DELETE.SIMS_COMMANDS.incident-commands", False),
     ("web", "$JS.API.DIRECT.GET.KV_sims_incidents.$KV.sims_incidents.abc", True),
     ("worker", "sims.cmd.ack", False), ("worker", "sims.cmd.audit", False), ("worker", "sims.cmd.incident", True),
-    ("worker", "sims.evt.abc", True), ("worker", "sims.audit.abc.person", True), ("worker", "$JS.ACK.x.y", True),
+    ("worker", "sims.evt.abc", True), ("worker", "_INBOX.web.1", False), ("worker", "sims.audit.abc.person", True), ("worker", "$JS.ACK.x.y", True),
     ("worker", "$KV.sims_incidents.abc", True), ("worker", "$KV.sims_users.alice", False),
     ("worker", "$KV.sims_api_tokens.h.abc", False), ("worker", "$JS.API.STREAM.PURGE.SIMS_AUDIT", False),
     ("worker", "$JS.API.STREAM.UPDATE.SIMS_EVENTS", False),
