@@ -181,3 +181,18 @@ async def setup_vru(url: str, access: Any, replicas: int = 0) -> None:
         await ensure_vru_stream(nc.jetstream(timeout=10.0), jsa.replicas_for(nc, replicas))
     finally:
         await nc.close()
+
+
+async def check_ready(settings: Any, url: str) -> None:
+    """A pan-London worker starts only where `sims london setup` made its boundary inbox (else a clear exit)."""
+    from sims.adapters.nats_accounts import BOUNDARY_STREAM
+    from sims.adapters.nats_auth import access_for
+
+    nc = await jsa.connect(url, "sims-check", **access_for(settings, "worker").connect_options())
+    try:
+        await nc.jetstream(timeout=5.0).stream_info(BOUNDARY_STREAM)
+    except NotFoundError:
+        raise SystemExit(f"SIMS_PAN_LONDON is on but this NATS account has no {BOUNDARY_STREAM} stream: run "
+                         "`sims london setup` (deploy/pan-london/README.md) first.") from None
+    finally:
+        await nc.close()

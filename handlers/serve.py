@@ -117,6 +117,10 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
         else:
             echo(f"NATS: {url}")
         await prepare_nats(settings, url, embedded)
+        if worker and settings.pan_london:
+            from handlers.pan_london import check_ready
+
+            await check_ready(settings, url)
         rt = await connect_runtime(settings, url, "sims-" + ("up" if embedded else "worker" if worker else "web"),
                                    role="worker" if worker else "web", setup=False,
                                    protocol=protocol, directory=directory)

@@ -461,3 +461,22 @@ def test_the_cli_sets_up_a_deployment_that_the_vru_can_read(tmp_path: Path, monk
         assert rows == [dict(rows[0], borough="Southwark", reference="SWK-2026-0042", ward="Peckham")]
     finally:
         server.stop()
+
+
+async def test_a_pan_london_worker_needs_the_london_setup(tmp_path: Path) -> None:
+    """Without `sims london setup` a borough's worker stops at once with what to do, not a bare 404."""
+    from handlers.pan_london import check_ready
+    from handlers.serve import prepare_nats
+
+    seeds = ensure_seeds(seeds_folder(tmp_path / "SWK" / "data"))
+    config = accounts_config({"SWK": {role: public_key(p.read_bytes()) for role, p in seeds.items()}}, {}, [])
+    server = NatsServer(store_dir=tmp_path / "nats", extra_config=config).start()
+    try:
+        settings = Settings(data_dir=tmp_path / "SWK" / "data", pan_london=True, link_secrets="k:x")
+        await prepare_nats(settings, server.url, embedded=True)  # SIMS's own streams, not the boundary inbox
+        with pytest.raises(SystemExit, match="run `sims london setup`"):
+            await check_ready(settings, server.url)
+        await setup_borough(settings, server.url)
+        await check_ready(settings, server.url)
+    finally:
+        server.stop()
