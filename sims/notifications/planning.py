@@ -42,17 +42,20 @@ class Planning(NotificationCore):
         else:
             revision = int(event.data.get("number", 1))
             people = [(c, c.channels[0]) for c in (self.directory.get(i) for i in told) if c is not None]
-        deliveries = list(await asyncio.gather(*(self._prepare(incident, kind, contact, channel, extra, (), revision)
-                                                 for contact, channel in people)))
-        writes = [self.queue.enqueue(d) for d in deliveries]  # in flight together: first sends start sooner
+
+        async def queued(contact: Contact, channel: Channel) -> Delivery:
+            delivery = await self._prepare(incident, kind, contact, channel, extra, (), revision)
+            await self.queue.enqueue(delivery)  # each as soon as it is ready: the first sends start at once
+            return delivery
+
+        deliveries = list(await asyncio.gather(*(queued(contact, channel) for contact, channel in people)))
         if kind in (Kind.HOLDING, Kind.BRIEFING) and self.timers is not None and deliveries:
             # One follow-up timer for everyone this event told (not one per person): a write per event.
             cause = hashlib.sha256(f"{event.command_id}|{event.type}".encode()).hexdigest()[:16]
-            writes.append(self.timers.set(f"f.{incident.id}.{kind.value}.{revision}.{cause}",
-                                          self.clock.now() + self.protocol.follow_up, {
+            await self.timers.set(f"f.{incident.id}.{kind.value}.{revision}.{cause}",
+                                  self.clock.now() + self.protocol.follow_up, {
                 "type": "follow_up", "incident": incident.id, "kind": kind.value, "revision": revision,
-                "people": {d.contact_id: d.channel.value for d in deliveries}}))
-        await asyncio.gather(*writes)
+                "people": {d.contact_id: d.channel.value for d in deliveries}})
         await self._mark_told(incident.id, [(d.contact_id, d.key) for d in deliveries])
         await self.audit.append(chain=incident.id, actor="sims", incident_id=incident.id, action="notify.planned",
                                 outcome=f"{len(deliveries)} {kind.value} message(s) queued",
@@ -65,7 +68,6 @@ class Planning(NotificationCore):
                                                       incident=incident.id, talking_points=draft))
         log.info("notify.planned", incident_id=incident.id, kind=kind.value, messages=len(deliveries))
         return deliveries
-
 
     async def _task_messages(self, incident: Incident, event: Event) -> list[Delivery]:
         """Tell each owner of their task (and set its timers); on decline or escalation, the next person."""

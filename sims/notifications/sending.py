@@ -183,7 +183,10 @@ class Sending(NotificationCore):
                 continue
             records = await self.deliveries(incident.id)
             waiting = [r for r in records if Status(r["status"]) in (Status.PENDING, Status.RETRYING)]
-            if records and not waiting:
+            # A record is written when a provider answers: every planned message must have one first.
+            told = await self.kv.get(BUCKET, f"told.{incident.id}") or {}
+            planned = {key for keys in told.values() for key in keys}
+            if records and planned and not waiting and planned <= {r["key"] for r in records}:
                 result = await self.incidents.handle(Transition(
                     command_id=f"notified-{incident.id}", actor="sims", incident=incident.id,
                     trigger=Trigger.CONFIRM_NOTIFIED, reason=f"{len(records)} message(s) handed to providers"))
