@@ -558,11 +558,20 @@ def audit_verify(file: Optional[Path] = typer.Argument(None, help="An exported f
         typer.secho(verdict.describe(), fg=typer.colors.GREEN)
     else:
         _fail(verdict.describe(), code=3)
-    from sims.adapters.nats_auth import check_signatures, trusted_signers
+    from sims.adapters.nats_auth import check_signatures, person_events_without_record, trusted_signers
 
     good, unsigned, forged = check_signatures(records, trusted_signers(_settings()))
+    if file is None:  # the live trail: every person's acknowledgement event must have its command on record
+        async def events(rt: Runtime) -> list[dict[str, Any]]:
+            from sims.adapters import jetstream as jsa
+
+            return [e async for m in jsa.read_subject(rt.js, jsa.EVENTS, "sims.evt.>")
+                    for e in json.loads(m.data or b"{}").get("events", [])]
+
+        forged += person_events_without_record(_with_runtime(events), records)
     if forged:
-        _fail("Acknowledgements whose web signature does not verify:\n  " + "\n  ".join(forged), code=3)
+        _fail("Acknowledgements that no person's link, SMS reply, console or API sent (or whose "
+              "signature does not verify):\n  " + "\n  ".join(forged), code=3)
     if good or unsigned:
         typer.echo(f"Acknowledgements and task actions: {good} signed by the web and verified, {unsigned} unsigned.")
 

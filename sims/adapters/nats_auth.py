@@ -301,3 +301,18 @@ def check_signatures(records: list[dict[str, Any]], trusted: set[str]) -> tuple[
             problems.append(f"{record.get('chain')} #{record.get('index')}: {record.get('action')} by "
                             f"{record.get('actor')} has a signature that does not verify")
     return good, unsigned, problems
+
+
+def person_events_without_record(events: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[str]:
+    """Acknowledgement and task-action events (not the timers') with no accepted command record in the
+    audit trail: written around the command handler, e.g. by a worker's user appending events itself."""
+    recorded = {str((r.get("detail") or {}).get("command", {}).get("command_id")) for r in records
+                if r.get("action") in ATTESTED_ACTIONS and not str(r.get("outcome", "")).startswith("refused")}
+    problems = []
+    for event in events:
+        kind, data = event.get("type"), event.get("data") or {}
+        if kind == "message.acknowledged" or (kind == "task.changed" and data.get("via") != "timer"):
+            if str(event.get("command_id")) not in recorded:
+                problems.append(f"incident {event.get('incident_id')}: {kind} ({data.get('via')}) by "
+                                f"{event.get('actor')} at {event.get('at')} has no command in the audit trail")
+    return problems

@@ -417,3 +417,34 @@ def test_external_nats_workers_wait_for_setup_by_admin_then_run_as_themselves(se
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
+
+
+async def test_audit_verify_names_an_acknowledgement_the_worker_wrote_around_the_command_handler(
+        secured_stack: Stack, secured_nats: NatsServer, tmp_path: Path) -> None:
+    """The worker's user may append events, so it could write an acknowledgement itself; `sims audit
+    verify` finds it: no signed command on record."""
+    import os
+    import subprocess
+    import sys
+
+    stack = secured_stack
+    raised = await stack.raise_incident()
+    await stack.settled(raised["incident_id"], 3)
+    link = next(LINK.search(m.body).group(0) for m in stack.twilio.messages if LINK.search(m.body))  # type: ignore[union-attr]
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        assert (await client.post(link, data={"action": "acknowledge"})).status_code == 303
+    env = {**os.environ, "SIMS_NATS_URL": secured_nats.url, "SIMS_DATA_DIR": str(tmp_path / "data"),
+           "SIMS_LOG_JSON": "false"}
+    env.pop("SIMS_NATS_CREDS", None)
+    verify = [sys.executable, "-m", "handlers.cli", "audit", "verify"]
+    clean = subprocess.run(verify, env=env, capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0 and "1 signed by the web and verified, 0 unsigned" in clean.stdout, clean
+
+    worker = await Client.connect(secured_nats.url, seed(tmp_path, "worker"))
+    forged = {"type": "message.acknowledged", "incident_id": raised["incident_id"], "actor": "someone-else",
+              "at": "2026-11-30T22:00:00Z", "command_id": "forged-by-worker",
+              "data": {"kind": "holding_notice", "person": "someone-else", "via": "link"}}
+    await worker.nc.jetstream().publish(f"sims.evt.{raised['incident_id']}", json.dumps({"events": [forged]}).encode())
+    await worker.nc.close()
+    caught = subprocess.run(verify, env=env, capture_output=True, text=True, timeout=120)
+    assert caught.returncode == 3 and "message.acknowledged (link) by someone-else" in caught.stderr, caught

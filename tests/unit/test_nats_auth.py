@@ -97,3 +97,18 @@ def test_signatures_on_acknowledgements_verify_only_for_the_same_command_and_a_t
                record({"command": command, "attestation": {"signed_by": web, "signature": ""}}, "refused: x")]
     good, unsigned, forged = check_signatures(records, {web})
     assert (good, unsigned) == (1, 1) and len(forged) == 1 and "i1 #3" in forged[0]
+
+
+def test_a_persons_event_without_its_command_on_record_is_named_and_timer_escalations_are_not() -> None:
+    from sims.adapters.nats_auth import person_events_without_record
+
+    def event(kind: str, command_id: str, via: str) -> dict[str, object]:
+        return {"type": kind, "incident_id": "i1", "actor": "p1", "at": "t", "command_id": command_id,
+                "data": {"via": via}}
+    records = [{"action": "command.task", "outcome": "accepted", "detail": {"command": {"command_id": "c1"}}},
+               {"action": "command.acknowledge", "outcome": "refused: wrong_channel",
+                "detail": {"command": {"command_id": "c2"}}}]
+    events = [event("task.changed", "c1", "link"), event("task.changed", "t1", "timer"),
+              event("message.acknowledged", "c2", "sms"), event("incident.updated", "u1", "console")]
+    problems = person_events_without_record(events, records)
+    assert len(problems) == 1 and "message.acknowledged (sms)" in problems[0]
