@@ -43,7 +43,8 @@ from sims.boroughs import (
     unknown_neighbours,
     vru_summary,
 )
-from sims.errors import ValidationFailed
+from sims.errors import IncidentNotFound, ValidationFailed
+from sims.model import TERMINAL_STATES
 from sims.messages import Event, EventType
 from sims.services import incident_id_for
 
@@ -60,7 +61,9 @@ async def forward(rt: Runtime, events: list[Event]) -> None:
     await jsa.publish(rt.js, vru_out(incident.id), summary.model_dump_json().encode(),
                       {"Nats-Msg-Id": f"vru-{incident.id}-{incident.version}"}, patience=PATIENCE)
     if any(e.type is EventType.RAISED for e in events):
-        notices = notices_for(incident, rt.protocol)
+        # An incident already over when its raise is read (pan-London turned on for a borough with history)
+        # is not sent: the neighbour has nothing left to act on.
+        notices = notices_for(incident, rt.protocol) if incident.state not in TERMINAL_STATES else []
         unknown = unknown_neighbours(rt.protocol, incident.also_affects)
         if unknown:
             await rt.audit.append(chain=incident.id, actor="sims", incident_id=incident.id,
@@ -99,9 +102,16 @@ async def receive(rt: Runtime, subject: str, raw: bytes) -> None:
                           f"{rt.protocol.borough.code} claims to come from {notice.from_code} to {notice.to_code}"},
                           "boundary")
         return
+    if notice.kind == "changed":
+        linked_id = incident_id_for(command_id_for(notice))
+        try:
+            await rt.incidents.load(linked_id)
+        except IncidentNotFound:  # its raise notice never came (sent before pan-London) or was refused
+            log.info("boundary.ignored", source=notice.reference, from_code=notice.from_code, state=notice.state.value)
+            return
     try:
         command: Any = (linked_raise(notice, rt.protocol) if notice.kind == "raised"
-                        else linked_update(notice, incident_id_for(command_id_for(notice))))
+                        else linked_update(notice, linked_id))
     except ValidationFailed as exc:
         await dead_letter(rt, jsa.DLQ_INTAKE, raw, exc.to_dict(), "boundary")
         return

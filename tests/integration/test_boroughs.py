@@ -399,6 +399,19 @@ async def test_a_forged_notice_is_refused(london: London) -> None:
         return "claims to come from LAM to LAM" in (msg.data or b"").decode()
     await lam.stack.wait_for(dead_lettered)  # ... and refused there: SWK cannot speak as LAM
     assert await lam.incidents() == []
+
+    # A change for an incident LAM was never told of (e.g. raised before pan-London) is ignored, not applied.
+    admin = await london.connect(swk.seeds / "admin.nk")
+    change = {**forged, "from_code": "SWK", "from_borough": "Southwark", "reference": "SWK-2026-0999",
+              "kind": "changed", "state": "closed", "version": 7}
+    await admin.jetstream(timeout=5).publish("sims.boundary.out.LAM", json.dumps(change).encode())
+    await admin.close()
+    await asyncio.sleep(1.5)
+    info = await js.consumer_info("SIMS_BOUNDARY", "boundary-intake")
+    assert info.num_pending == 0 and info.num_ack_pending == 0  # handled
+    assert await lam.incidents() == []
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await js.get_last_msg(jsa.DEAD, jsa.DLQ_COMMANDS)
     await lam_admin.close()
 
 
