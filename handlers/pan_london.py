@@ -44,8 +44,8 @@ from sims.boroughs import (
     vru_summary,
 )
 from sims.errors import IncidentNotFound, ValidationFailed
-from sims.model import TERMINAL_STATES
 from sims.messages import Event, EventType
+from sims.model import TERMINAL_STATES
 from sims.services import incident_id_for
 
 log = structlog.get_logger("sims.pan_london")
