@@ -33,7 +33,8 @@ TARGET_FLOOR_RATIO = 2.0
 
 async def run_all(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], plan: dict[str, dict[int, int]],
                   modes: list[str], apprise: bool, cluster: bool = True) -> dict[str, Any]:
-    from bench import apprise_bench, cluster as cluster_bench, floor, notify
+    from bench import apprise_bench, floor, notify
+    from bench import cluster as cluster_bench
 
     contenders: dict[str, Any] = {}
     for mode in modes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import httpx
 from nats.js import JetStreamContext
+from nats.js.errors import APIError
 
+from sims.adapters.jetstream import TRANSIENT
 from tests.support.smtp_server import SmtpServer
 from tests.support.twilio_server import TwilioServer
 
@@ -115,7 +118,7 @@ async def leader_of(js: JetStreamContext, stream: str) -> str:
             info = await js.stream_info(stream)
             if info.cluster and info.cluster.leader:
                 return str(info.cluster.leader)
-        except Exception:  # noqa: BLE001 - no leader yet: the info request times out or is refused
+        except (*TRANSIENT, APIError):  # no leader yet: the info request times out or is refused
             pass
         await asyncio.sleep(0.1)
     raise AssertionError(f"stream {stream} has no leader")
@@ -123,8 +126,6 @@ async def leader_of(js: JetStreamContext, stream: str) -> str:
 
 def sent_per_key(twilio: TwilioServer, smtp: SmtpServer) -> Counter[str]:
     """How often each message reached a provider: SMS by (reference in its text, number), email by Message-ID."""
-    import re
-
     counts: Counter[str] = Counter()
     for m in twilio.messages:
         ref = re.search(r"[A-Z]{3}-\d{4}-\d{4}", m.body)
