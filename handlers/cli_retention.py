@@ -40,7 +40,7 @@ def run(dry_run: bool = typer.Option(False, "--dry-run", help="List what is due;
         erasure = rt.erasure
         if days is not None:
             erasure.retention = timedelta(days=days)
-        incidents = await list_incidents(rt)
+        incidents = await list_incidents(rt, reveal=False)
         if dry_run:
             return [f"Due: {d.reference} ({d.incident_id}) closed {d.closed_at.isoformat()}, "
                     f"due {d.due_at.isoformat()}" for d in erasure.due(incidents)]

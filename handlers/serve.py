@@ -39,7 +39,7 @@ async def sweep_forever(rt: Runtime, every: float = 1.0, stop: asyncio.Event | N
             pass
         try:
             await rt.notifications.fire_due_timers()
-            incidents = await list_incidents(rt)
+            incidents = await list_incidents(rt, reveal=False)
             await rt.notifications.sweep(incidents)
             if rt.erasure is not None:
                 await rt.erasure.sweep(incidents)

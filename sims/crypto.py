@@ -30,6 +30,8 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 SEALED_FIELDS = ("restricted",)  # event data fields holding personal data; sealed when not empty
 ERASED = ""  # what a sealed field reads as once its key is destroyed
+UNAVAILABLE = "[restricted details unavailable: the incident's data key is missing]"
+UNREADABLE = "[restricted details unreadable: the stored value was altered]"
 
 
 class SealBroken(SimsError):

@@ -29,9 +29,13 @@ def public(incident: Incident, restricted: bool = False) -> dict[str, Any]:
     return data
 
 
-async def list_incidents(rt: Runtime) -> list[Incident]:
+async def list_incidents(rt: Runtime, reveal: bool = True) -> list[Incident]:
+    """Every incident's stored state, newest first; restricted details opened unless `reveal` is False
+    (they are sealed in `sims_incidents`; a sweep that never reads them need not fetch keys)."""
     found = await rt.kv.entries("sims_incidents")
     incidents = [Incident.model_validate(item) for item in found.values()]
+    if reveal:
+        incidents = [await rt.incidents.opened(incident) for incident in incidents]
     return sorted(incidents, key=lambda i: i.raised_at, reverse=True)
 
 

@@ -32,8 +32,8 @@ from sims.messages import (
     UpdateIncident,
     is_acknowledgement,
 )
-from sims.crypto import fingerprint, seal
-from sims.model import Incident
+from sims.crypto import ERASED, UNAVAILABLE, UNREADABLE, SealBroken, fingerprint, is_sealed, seal, unseal
+from sims.model import Incident, Restricted
 from sims.retention import decide_erase
 from sims.ports import AuditLog, Clock, EventStore, KeyValue, StaleSequence
 from sims.protocol_config import ProtocolConfig
@@ -150,6 +150,20 @@ class IncidentService:
         """The incident as it is now: the cached state brought up to date with newer events."""
         incident, _ = await self._current(await self.resolve(key))
         return incident
+
+    async def opened(self, incident: Incident) -> Incident:
+        """A stored projection (`sims_incidents`) with its sealed restricted details opened."""
+        value = incident.restricted.reveal()
+        if not is_sealed(value):
+            return incident
+        key = await self._audit_key(incident.id)
+        try:
+            text = unseal(key, value, incident_id=incident.id, field="restricted") if key else (
+                ERASED if incident.erased_at else UNAVAILABLE)
+        except SealBroken:
+            log.error("projection.sealed_value_broken", incident_id=incident.id)
+            text = UNREADABLE
+        return incident.model_copy(update={"restricted": Restricted(text)})
 
     def _remember(self, incident: Incident, seq: int) -> None:
         self._cache[incident.id] = (incident, seq)

@@ -27,7 +27,7 @@ from sims.ports import EventStore
 BUCKET = "sims_keys"
 CACHE_SECONDS = 60.0
 CACHE_SIZE = 1024
-UNAVAILABLE = "[restricted details unavailable: the incident's data key is missing]"
+UNAVAILABLE = crypto.UNAVAILABLE
 log = structlog.get_logger("sims.keys")
 
 
