@@ -216,6 +216,8 @@ async def test_the_cli_lists_what_is_due_then_erases_it(stack: Stack, nats_serve
     assert queries.verify_records(await queries.audit_records(stack.rt)).ok
     again = await cli(sims, "--days", "0", env=env, cwd=cwd)
     assert again.returncode == 0 and "Nothing is due" in again.stdout
+    verified = await cli([sys.executable, "-m", "handlers.cli", "audit", "verify"], env=env, cwd=cwd)
+    assert verified.returncode == 0 and "OK:" in verified.stdout, verified.stdout + verified.stderr
 
 
 async def test_the_outbox_loses_an_incidents_messages_and_keeps_the_others(tmp_path: Path) -> None:
