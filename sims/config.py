@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     smtp_connections: int = Field(2, ge=1, le=16, description="Reused SMTP connections.")
     retention_days: int = Field(365, ge=0, description="Days after an incident is closed or stood down before "
                                 "its personal data (restricted details, recipients' addresses, links, outbox copies) "
-                                "is erased by the worker; 0: at the next sweep.")
+                                "is erased by the worker; 0: as soon as its last messages are out.")
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
