@@ -85,7 +85,7 @@ class SmtpEmailSender:
     def build(self, email: OutgoingEmail) -> EmailMessage:
         """The MIME message (parsed back from `mime`): multipart/alternative, plain text, then HTML."""
         _envelope, raw, _message_id = self.mime(email)
-        return BytesParser(policy=default_policy).parsebytes(raw)  # type: ignore[return-value]
+        return BytesParser(_class=EmailMessage, policy=default_policy).parsebytes(raw)
 
     def mime(self, email: OutgoingEmail) -> tuple[str, bytes, str]:
         """The recipient's address, the message's bytes and its Message-ID, assembled directly.
@@ -206,8 +206,8 @@ def _address(value: str) -> str:
 
 def _quoted_printable(text: str) -> bytes:
     """UTF-8 quoted-printable with CRLF line ends and soft breaks before 76 characters."""
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
-    body = (body if body.endswith("\n") else body + "\n").encode("utf-8")  # as `email` ends a text part
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")
+    body = (lines if lines.endswith("\n") else lines + "\n").encode("utf-8")  # as `email` ends a text part
     return binascii.b2a_qp(body, istext=True).replace(b"\n", b"\r\n")
 
 
