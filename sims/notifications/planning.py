@@ -17,6 +17,8 @@ from sims.notify import Delivery, Kind, kinds_for
 from sims.routing import recipients_for
 from sims.views import BriefingExtra, RecipientView, SharedView, TaskExtra
 
+PLANNING_WINDOW = 32  # messages prepared and queued at once: all 2,000 at once delays the first by seconds
+
 
 class Planning(NotificationCore):
     async def on_event(self, event: Event) -> list[Delivery]:
@@ -43,10 +45,13 @@ class Planning(NotificationCore):
             revision = int(event.data.get("number", 1))
             people = [(c, c.channels[0]) for c in (self.directory.get(i) for i in told) if c is not None]
 
+        window = asyncio.Semaphore(PLANNING_WINDOW)
+
         async def queued(contact: Contact, channel: Channel) -> Delivery:
-            delivery = await self._prepare(incident, kind, contact, channel, extra, (), revision)
-            await self.queue.enqueue(delivery)  # each as soon as it is ready: the first sends start at once
-            return delivery
+            async with window:  # a few at a time, so the first work items are queued (and sent) at once
+                delivery = await self._prepare(incident, kind, contact, channel, extra, (), revision)
+                await self.queue.enqueue(delivery)
+                return delivery
 
         deliveries = list(await asyncio.gather(*(queued(contact, channel) for contact, channel in people)))
         if kind in (Kind.HOLDING, Kind.BRIEFING) and self.timers is not None and deliveries:
