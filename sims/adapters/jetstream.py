@@ -22,19 +22,19 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import ConnectionReconnectingError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    PubAck,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.errors import ConnectionReconnectingError, NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import PubAck
 from nats.js.errors import (
     APIError,
     BadRequestError,
@@ -112,16 +112,16 @@ def transient(exc: BaseException) -> bool:
 async def publish(js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str] | None = None,
                   timeout: float = 5.0, patience: float = 60.0) -> PubAck:
     """Publish to a stream and wait for its PubAck, retrying transient failures for up to `patience` s."""
-    return await retrying(lambda: js.publish(subject, payload, headers=headers, timeout=timeout), patience)
+    return await retrying(js.publish, subject, payload, headers=headers, timeout=timeout, patience=patience)
 
 
-async def retrying(operation: Any, patience: float = 60.0) -> Any:
-    """Await `operation()` (a KV read or write), again after a transient failure, for up to `patience` s."""
+async def retrying(operation: Any, *args: Any, patience: float = 60.0, **kwargs: Any) -> Any:
+    """Await `operation(*args, **kwargs)` (a JetStream or KV call); again after a transient failure, for `patience` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     for attempt in range(1_000):
         try:
-            return await operation()
+            return await operation(*args, **kwargs)
         except (*TRANSIENT, APIError) as exc:
             if loop.time() >= deadline or not transient(exc):
                 raise
@@ -212,7 +212,7 @@ class NatsEventStore:
         subject, last = evt_subject(incident_id), after
         while True:
             try:
-                msg = await retrying(lambda: self.js.get_msg(EVENTS, seq=last + 1, subject=subject, next=True))
+                msg = await retrying(self.js.get_msg, EVENTS, seq=last + 1, subject=subject, next=True)
             except NotFoundError:
                 return events, last
             events.extend(Event.model_validate(e) for e in json.loads(msg.data or b"{}")["events"])
@@ -368,9 +368,9 @@ class NatsKV:
             payload = json.dumps(new, default=str).encode()
             try:
                 if revision is None:
-                    await retrying(lambda: kv.create(key, payload))
+                    await retrying(kv.create, key, payload)
                 else:
-                    await retrying(lambda: kv.update(key, payload, last=revision))
+                    await retrying(kv.update, key, payload, last=revision)
                 return new
             except (KeyWrongLastSequenceError, BadRequestError):
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
@@ -387,9 +387,9 @@ class NatsKV:
                 value, revision = 0, None
             try:
                 if revision is None:
-                    await retrying(lambda: kv.create(key, str(value + 1).encode()))
+                    await retrying(kv.create, key, str(value + 1).encode())
                 else:
-                    await retrying(lambda: kv.update(key, str(value + 1).encode(), last=revision))
+                    await retrying(kv.update, key, str(value + 1).encode(), last=revision)
                 return value + 1
             except (KeyWrongLastSequenceError, BadRequestError):
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
