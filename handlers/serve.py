@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from contextlib import AsyncExitStack
 
 import structlog
@@ -88,6 +89,8 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
                 say: object = print, ready: asyncio.Event | None = None) -> None:
     """Run the chosen parts until SIGINT/SIGTERM, then drain handlers and stop what was started."""
     echo = say if callable(say) else print
+    began = time.monotonic()
+    echo("Starting SIMS: checking the protocol and the contacts...")
     protocol = load_protocol(settings.protocol)
     directory = load_directory(settings.contacts_dir, protocol)  # refuse to start on an invalid directory
     stop = asyncio.Event()
@@ -99,6 +102,7 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
         if embedded and not url:
             server = NatsServer(store_dir=settings.data_dir / "jetstream", port=settings.nats_port,
                                 name="sims-embedded", extra_config=embedded_auth(settings))
+            echo("Starting the embedded NATS server (JetStream)...")
             try:
                 server.start()
             except (RuntimeError, TimeoutError) as exc:
@@ -116,6 +120,7 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
             raise SystemExit("Set SIMS_NATS_URL to the NATS server to use (or run `sims up`).")
         else:
             echo(f"NATS: {url}")
+        echo("Preparing streams, consumers and buckets...")
         await prepare_nats(settings, url, embedded)
         if worker and settings.pan_london:
             from handlers.pan_london import check_ready
@@ -126,6 +131,7 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
                                    protocol=protocol, directory=directory)
         stack.push_async_callback(rt.close)
         if worker:
+            echo("Starting the worker...")
             broker = build_broker(rt, url)
             await broker.start()
             stack.push_async_callback(broker.stop)
@@ -142,6 +148,7 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
 
             stack.push_async_callback(stop_sweeper)
         if web:
+            echo("Starting the web server...")
             web_rt = rt
             if worker:  # one process, two NATS users: the web part connects as `web`
                 web_rt = await connect_runtime(settings, url, "sims-web", role="web", setup=False,
@@ -170,7 +177,7 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
         senders = {s.name for s in rt.notifications.senders.values()}  # type: ignore[union-attr]
         if any(name.startswith("outbox") for name in senders):
             echo(f"Messages: local outbox {settings.data_dir.resolve() / 'outbox'} (`sims outbox`, {settings.base_url}/console/outbox)")
-        echo("Press Ctrl-C to stop.")
+        echo(f"Ready in {time.monotonic() - began:.1f} s. Press Ctrl-C to stop.")
         if ready:
             ready.set()
         await stop.wait()

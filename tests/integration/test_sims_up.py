@@ -73,6 +73,11 @@ def test_sims_up_serves_all_three_parts_stops_cleanly_and_keeps_its_data(tmp_pat
 def first_run(env: dict[str, str], proc: subprocess.Popen[str], banner: list[str], tmp_path: Path, port: int) -> None:
     text = "".join(banner)
     assert "NATS (embedded, JetStream, sync always)" in text and f"http://127.0.0.1:{port}" in text
+    steps = ["Starting SIMS: checking the protocol and the contacts...", "Starting the embedded NATS server",
+             "Preparing streams, consumers and buckets...", "Starting the worker...", "Starting the web server...",
+             "Ready in "]
+    at = [next(i for i, line in enumerate(banner) if line.startswith(step)) for step in steps]
+    assert at == sorted(at), banner  # start-up progress, step by step, in order, ending with the time taken
     url = (tmp_path / "data" / "nats.url").read_text()
     conf = next((tmp_path / "data" / "jetstream").glob("*.conf")).read_text()
     assert "sync_interval: always" in conf
