@@ -8,6 +8,7 @@ beyond reading those files.
 from __future__ import annotations
 
 import os
+from datetime import date
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -98,12 +99,15 @@ class Contact(BaseModel):
     email: Email | None = None
     channels: tuple[Channel, ...] = Field(min_length=1)
     deputy: Slug | None = None
+    verified_on: date | None = None  # when the person last confirmed these details (drills flag old ones)
     notes: str = ""
 
     @model_validator(mode="after")
     def _reachable(self) -> Contact:
         if len(set(self.channels)) != len(self.channels):
             raise ValueError("a channel is listed twice")
+        if self.verified_on is not None and self.verified_on > date.today():
+            raise ValueError(f"verified_on {self.verified_on.isoformat()} is in the future")
         missing = [f"{c} needs {_ADDRESS[c]}" for c in self.channels if getattr(self, _ADDRESS[c]) is None]
         if missing:
             raise ValueError("; ".join(missing))

@@ -20,9 +20,8 @@ async def list_drills(rt: Runtime) -> list[Incident]:
 
 
 def people(rt: Runtime) -> dict[str, readiness.Person]:
-    """The directory as the report needs it (with `verified_on` where the directory has it)."""
-    return {c.id: readiness.Person(id=c.id, name=c.name, roles=tuple(c.roles),
-                                   verified_on=getattr(c, "verified_on", None))
+    """The directory as the report needs it (with when each person last confirmed their details)."""
+    return {c.id: readiness.Person(id=c.id, name=c.name, roles=tuple(c.roles), verified_on=c.verified_on)
             for c in rt.directory.all()}
 
 

@@ -288,3 +288,23 @@ def test_load_directory_raises_config_error_with_every_problem(tmp_path: Path) -
         f"{path}:9: deputy 'ghost' is not in the directory",
         f"{tmp_path}: nobody holds role 'ward_councillor' (Member), which the protocol needs",
     ]
+
+
+def test_verified_on_is_read_and_feeds_the_drill_report_and_a_future_date_is_refused() -> None:
+    """`verified_on` is when a person last confirmed their details; old ones show up as stale in drills."""
+    from datetime import date, datetime, timezone
+
+    from types import SimpleNamespace
+
+    from sims.drills import people
+
+    demo = load_directory(DEFAULT_CONTACTS_DIR, load_protocol())
+    flagged = [c for c in demo.all() if c.verified_on is not None]
+    assert [(c.id, c.verified_on) for c in flagged] == [("cllr-oskar-ingleby", date(2025, 1, 15))]
+    found = people(SimpleNamespace(directory=demo))  # type: ignore[arg-type]
+    assert found["cllr-oskar-ingleby"].verified_on == date(2025, 1, 15)
+    assert found["duty-officer-adeyemi"].verified_on is None
+    with pytest.raises(ValueError, match="in the future"):
+        Contact.model_validate({"id": "x", "name": "X", "organisation": "O", "mobile": "07700 900123",
+                                "channels": ["sms"], "verified_on": "2999-01-01"})
+    assert datetime.now(timezone.utc).date() > date(2025, 1, 15)
