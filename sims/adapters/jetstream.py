@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import secrets
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
@@ -129,6 +130,20 @@ async def retrying(operation: Any, *args: Any, patience: float = 60.0, **kwargs:
     raise RuntimeError("unreachable")
 
 
+async def stored_after(js: JetStreamContext, stream: str, subject: str, seq: int, msg_id: str) -> int | None:
+    """After a guarded write is refused as stale: the sequence of our own earlier copy, if that is what followed.
+
+    A retried write (the first copy stored, its acknowledgement lost in a leader election) fails the
+    expected-last-subject-sequence check before de-duplication applies; the message right after `seq`
+    on `subject` carrying our `Nats-Msg-Id` says the write was ours.
+    """
+    try:
+        msg = await retrying(js.get_msg, stream, seq=seq + 1, subject=subject, next=True)
+    except NotFoundError:
+        return None
+    return int(msg.seq or 0) if (msg.headers or {}).get("Nats-Msg-Id") == msg_id else None
+
+
 def replicas_for(nc: NATS, wanted: int) -> int:
     if wanted:
         return wanted
@@ -225,6 +240,9 @@ class NatsEventStore:
             ack = await publish(self.js, evt_subject(incident_id), payload, headers)
         except APIError as exc:
             if exc.err_code == WRONG_LAST_SEQUENCE:
+                ours = await stored_after(self.js, EVENTS, evt_subject(incident_id), expected_seq, headers["Nats-Msg-Id"])
+                if ours is not None:
+                    return ours
                 raise StaleSequence(incident_id) from exc
             raise
         return int(ack.seq)
@@ -258,15 +276,19 @@ class NatsAuditLog:
                 record = seal(chain=chain, index=index + 1, prev=prev, at=at or datetime.now(timezone.utc),
                               actor=actor, incident_id=incident_id, action=action, outcome=outcome,
                               detail=detail)
+                msg_id = f"audit-{record.hash}"
                 try:
                     ack = await publish(
                         self.js, audit_subject(chain), record.model_dump_json().encode(),
-                        headers={"Nats-Expected-Last-Subject-Sequence": str(seq),
-                                 "Nats-Msg-Id": f"audit-{record.hash}"},
+                        headers={"Nats-Expected-Last-Subject-Sequence": str(seq), "Nats-Msg-Id": msg_id},
                     )
                 except APIError as exc:
                     if exc.err_code != WRONG_LAST_SEQUENCE:
                         raise
+                    ours = await stored_after(self.js, AUDIT, audit_subject(chain), seq, msg_id)
+                    if ours is not None:  # stored by an earlier try of this same publish
+                        self._tips[chain] = (ours, record.index, record.hash)
+                        return record
                     self._tips.pop(chain, None)  # another writer appended: re-read the tip
                     await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
                     continue
@@ -415,6 +437,7 @@ class NatsTimers:
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
         self._kv: Any = None
+        self._me = secrets.token_hex(6)  # tells this worker's claims from another's
 
     async def _bucket(self) -> Any:
         if self._kv is None:
@@ -454,10 +477,15 @@ class NatsTimers:
             await sub.unsubscribe()
 
     async def claim(self, key: str, revision: int) -> bool:
-        """Take a due timer; only one worker wins."""
-        kv = await self._bucket()
+        """Take a due timer; only one worker wins (a retry of this worker's own win is still a win)."""
+        subject, msg_id = f"$KV.{self.BUCKET}.{key}", f"claim.{self._me}.{key}.{revision}"
+        headers = {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(revision),
+                   "Nats-Msg-Id": msg_id}  # the delete kv.delete(key, last=revision) makes, with an id
         try:
-            await kv.delete(key, last=revision)
-        except (KeyWrongLastSequenceError, BadRequestError, KeyNotFoundError):
-            return False
+            await publish(self.js, subject, b"", headers)
+        except APIError as exc:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            # another worker took it (or it changed), unless the delete that followed is this worker's own
+            return await stored_after(self.js, f"KV_{self.BUCKET}", subject, revision, msg_id) is not None
         return True
