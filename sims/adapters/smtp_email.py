@@ -97,8 +97,9 @@ class SmtpEmailSender:
         message_id = email.message_id.strip()
         message_id = message_id if message_id.startswith("<") else f"<{message_id}>"
         if self._from_header is None:
-            self._from_header = _address(self._from)
-        headers = {"From": self._from_header, "To": _address(email.to), "Subject": _text_header(email.subject),
+            self._from_header = _address(self._from)[0]
+        to_header, to = _address(email.to)
+        headers = {"From": self._from_header, "To": to_header, "Subject": _text_header(email.subject),
                    "Date": format_datetime(datetime.now(UTC)), "Message-ID": _text_header(message_id)}
         for name, value in email.headers.items():
             headers = {k: v for k, v in headers.items() if k.lower() != name.lower()}
@@ -111,9 +112,6 @@ class SmtpEmailSender:
             f"\r\n--{boundary}\r\nContent-Type: text/{kind}; charset=\"utf-8\"\r\n"
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n".encode("ascii") + _quoted_printable(body)
             for kind, body in (("plain", email.text), ("html", email.html)))
-        to = parseaddr(email.to)[1]
-        if not to:
-            raise ValueError(f"no address in {email.to!r}")
         return to, head + parts + f"\r\n--{boundary}--\r\n".encode("ascii"), message_id
 
     async def send(self, email: OutgoingEmail) -> Accepted:
@@ -194,14 +192,14 @@ def _text_header(value: str) -> str:
     return Header(value, "utf-8" if not value.isascii() else "us-ascii", maxlinelen=76).encode(linesep="\r\n")
 
 
-def _address(value: str) -> str:
-    """`Name <addr>` with a non-ASCII name encoded (the address itself must be ASCII)."""
+def _address(value: str) -> tuple[str, str]:
+    """The header (`Name <addr>`, a non-ASCII name encoded) and the bare address, which must be ASCII."""
     if "\r" in value or "\n" in value:
         raise ValueError("an address may not contain a line break")
     name, addr = parseaddr(value)
     if not addr or not addr.isascii():
         raise ValueError(f"not a usable address: {value!r}")
-    return formataddr((name, addr), charset="utf-8") if name else addr
+    return (formataddr((name, addr), charset="utf-8") if name else addr), addr
 
 
 def _quoted_printable(text: str) -> bytes:
