@@ -18,26 +18,22 @@ from sims import queries
 from sims.adapters.nats_server import NatsServer
 from sims.model import State
 from sims.ports import OutgoingSms
+from tests.support.browser import CHROMIUM, chromium, needs_chromium
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.smtp_server import SmtpServer
 from tests.support.stack import Stack, start_stack
 from tests.support.twilio_server import TwilioServer
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts"
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/l/[a-z0-9]{17}\.[A-Za-z0-9_-]{16}")
 PASSWORD = "a long passphrase for tests"
 DESKTOP: dict[str, Any] = {"viewport": {"width": 1280, "height": 900}, "locale": "en-GB",
                            "timezone_id": "Europe/London"}
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason=f"{CHROMIUM} is missing and could not be installed (scripts/test installs Debian's chromium as root)")
+pytestmark = needs_chromium
 
 if Path(CHROMIUM).exists():
-    from playwright.async_api import Browser, Page, async_playwright, expect
+    from playwright.async_api import Browser, Page, expect
 
 
 class Console:
@@ -73,12 +69,8 @@ async def console(nats_server: NatsServer, twilio_server: TwilioServer, smtp_ser
                   tmp_path: Path) -> AsyncIterator[Console]:
     stack, stop = await start_stack(nats_server, twilio_server, smtp_server, tmp_path, sweep=True)
     try:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            try:
-                yield Console(stack, browser, nats_server.url, tmp_path)
-            finally:
-                await browser.close()
+        async with chromium() as browser:
+            yield Console(stack, browser, nats_server.url, tmp_path)
     finally:
         await stop()
 

@@ -10,7 +10,8 @@ import pytest
 from sims.adapters.nats_server import NatsServer, free_port
 from sims.directory import Channel
 from sims.ports import OutgoingSms
-from tests.e2e.test_console import ARGS, CHROMIUM, DESKTOP, Console
+from tests.e2e.test_console import DESKTOP, Console
+from tests.support.browser import CHROMIUM, chromium, needs_chromium
 from tests.support import twilio_server as tw
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.notify_server import NotifyServer
@@ -18,10 +19,10 @@ from tests.support.smtp_server import SmtpServer
 from tests.support.stack import start_stack
 from tests.support.twilio_server import TwilioServer
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing")
+pytestmark = needs_chromium
 
 if Path(CHROMIUM).exists():
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
 
 @pytest.fixture
@@ -35,12 +36,8 @@ async def console(nats_server: NatsServer, twilio_server: TwilioServer, smtp_ser
             notify_base_url=notify.base_url, notify_sms_template_id=notify.sms_template,
             notify_callback_token=notify.callback_token)
         try:
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                try:
-                    yield Console(stack, browser, nats_server.url, tmp_path)
-                finally:
-                    await browser.close()
+            async with chromium() as browser:
+                yield Console(stack, browser, nats_server.url, tmp_path)
         finally:
             await stop()
 

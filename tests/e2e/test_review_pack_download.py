@@ -12,19 +12,17 @@ from pypdf import PdfReader
 
 from handlers.auth import UserStore
 from sims.adapters.nats_server import NatsServer
+from tests.support.browser import CHROMIUM, chromium, needs_chromium
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.smtp_server import SmtpServer
 from tests.support.stack import SECRET_WORDS, Stack, protocol_without_steps, start_stack
 from tests.support.twilio_server import TwilioServer
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 PASSWORD = "a long passphrase for tests"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing")
+pytestmark = needs_chromium
 
 if Path(CHROMIUM).exists():
-    from playwright.async_api import Browser, Page, async_playwright
+    from playwright.async_api import Browser, Page
 
 
 @pytest.fixture
@@ -33,12 +31,8 @@ async def running(nats_server: NatsServer, twilio_server: TwilioServer, smtp_ser
     stack, stop = await start_stack(nats_server, twilio_server, smtp_server, tmp_path,
                                     protocol=protocol_without_steps(tmp_path))
     try:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            try:
-                yield stack, browser
-            finally:
-                await browser.close()
+        async with chromium() as browser:
+            yield stack, browser
     finally:
         await stop()
 
