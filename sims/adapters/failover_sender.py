@@ -8,6 +8,7 @@ state on `sims.audit.system`, and keeps each supplier's state in KV `sims_delive
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -56,6 +57,19 @@ class FailoverSender:
         self._published: dict[str, SupplierState | None] = {s.name: None for s in suppliers}
         self._lock = asyncio.Lock()
         self._announced = False
+        self._lookups = [s for s in suppliers if hasattr(s, "find_accepted")]
+        if self._lookups:  # the send path asks a redelivered message's supplier(s) before sending again
+            self.find_accepted = self._find_accepted
+        if hasattr(suppliers[0], "parallel"):  # SMTP first: its connections bound the messages in flight
+            self.parallel = suppliers[0].parallel
+
+    async def _find_accepted(self, message: OutgoingSms, since: datetime) -> Accepted | None:
+        """A redelivered message some supplier already took (see TwilioSms.find_accepted), if any."""
+        for supplier in self._lookups:
+            found: Accepted | None = await supplier.find_accepted(message, since)
+            if found is not None:
+                return found
+        return None
 
     async def send(self, message: OutgoingSms | OutgoingEmail) -> Accepted:
         if not self._announced:  # a sending process (a worker) reports its suppliers once it starts sending

@@ -140,3 +140,39 @@ async def test_the_21st_identical_text_is_held_and_a_failed_send_does_not_count(
         await s.send(SMS)
     assert held.value.code == "identical-limit" and held.value.retry_after == pytest.approx(3600)
     assert only.sent == ["k", "k"] and audit.records[-1]["action"] == "message.held"
+
+
+class Looking(Scripted):
+    """A supplier that can say whether it already took a message (as Twilio's Messages list can)."""
+
+    def __init__(self, name: str, took: dict[str, str]) -> None:
+        super().__init__(name)
+        self.took = took
+        self.asked: list[str] = []
+
+    async def find_accepted(self, sms: OutgoingSms, since: datetime) -> Accepted | None:
+        self.asked.append(sms.key)
+        found = self.took.get(sms.key)
+        return Accepted(provider=self.name, provider_id=found) if found else None
+
+
+class Connections(Scripted):
+    parallel = 2
+
+
+async def test_a_redelivered_message_is_looked_up_at_every_supplier_that_can_say() -> None:
+    first, second = Looking("twilio", {}), Looking("other", {"k": "SM-from-other"})
+    failover, *_ = sender(first, second)
+    found = await failover.find_accepted(SMS, datetime(2026, 12, 1, tzinfo=UTC))  # type: ignore[attr-defined]
+    assert found == Accepted(provider="other", provider_id="SM-from-other")
+    assert first.asked == second.asked == ["k"]
+    assert await failover.find_accepted(OutgoingSms(key="new", to=SMS.to, body=SMS.body),  # type: ignore[attr-defined]
+                                        datetime(2026, 12, 1, tzinfo=UTC)) is None
+    assert first.sent == second.sent == []  # looking never sends
+
+
+async def test_lookup_and_connection_bound_exist_only_where_a_supplier_has_them() -> None:
+    plain, *_ = sender(Scripted("notify"))
+    assert not hasattr(plain, "find_accepted") and not hasattr(plain, "parallel")
+    smtp_first, *_ = sender(Connections("smtp"), Scripted("notify"))
+    assert smtp_first.parallel == 2 and not hasattr(smtp_first, "find_accepted")  # type: ignore[attr-defined]
