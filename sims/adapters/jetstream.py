@@ -18,7 +18,7 @@ import json
 import random
 import secrets
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import nats
@@ -429,8 +429,11 @@ class NatsWorkQueue:
                       headers={"Nats-Msg-Id": delivery.key})
 
 
+TIMER_LEASE = timedelta(seconds=60)  # how long a claimed timer is left to the worker that claimed it
+
+
 class NatsTimers:
-    """Timers kept in KV `sims_timers`: they survive restarts; a worker claims a due one by CAS delete."""
+    """Timers kept in KV `sims_timers`: they survive restarts; a worker leases a due one by CAS."""
 
     BUCKET = "sims_timers"
 
@@ -476,16 +479,31 @@ class NatsTimers:
         finally:
             await sub.unsubscribe()
 
-    async def claim(self, key: str, revision: int) -> bool:
-        """Take a due timer; only one worker wins (a retry of this worker's own win is still a win)."""
+    async def claim(self, key: str, revision: int, payload: dict[str, Any], now: datetime) -> int | None:
+        """Take a due timer for `TIMER_LEASE`; only one worker wins. The lease's revision, for `done`.
+
+        The claim moves the timer's due time to the end of the lease rather than deleting it, so a worker
+        that dies before `done` loses nothing: the timer is due again when the lease runs out and another
+        worker fires it (firing is idempotent: command ids and message keys repeat). A retry of this
+        worker's own claim (after a lost acknowledgement) is still a win.
+        """
         subject, msg_id = f"$KV.{self.BUCKET}.{key}", f"claim.{self._me}.{key}.{revision}"
-        headers = {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(revision),
-                   "Nats-Msg-Id": msg_id}  # the delete kv.delete(key, last=revision) makes, with an id
+        body = json.dumps({**payload, "due_at": (now + TIMER_LEASE).isoformat(), "leased_by": self._me}).encode()
         try:
-            await publish(self.js, subject, b"", headers)
+            ack = await publish(self.js, subject, body, {"Nats-Expected-Last-Subject-Sequence": str(revision),
+                                                         "Nats-Msg-Id": msg_id})
         except APIError as exc:
             if exc.err_code != WRONG_LAST_SEQUENCE:
                 raise
-            # another worker took it (or it changed), unless the delete that followed is this worker's own
-            return await stored_after(self.js, f"KV_{self.BUCKET}", subject, revision, msg_id) is not None
-        return True
+            # another worker took it (or it changed), unless what followed is this worker's own claim
+            return await stored_after(self.js, f"KV_{self.BUCKET}", subject, revision, msg_id)
+        return int(ack.seq)
+
+    async def done(self, key: str, lease: int) -> None:
+        """The timer fired: remove it, unless its lease ran out and another worker has taken it since."""
+        headers = {"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(lease)}
+        try:
+            await publish(self.js, f"$KV.{self.BUCKET}.{key}", b"", headers)
+        except APIError as exc:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise

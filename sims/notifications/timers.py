@@ -51,25 +51,28 @@ class Timers(NotificationCore):
     async def fire_due_timers(self) -> int:
         """Escalate tasks whose timers are due; each timer fires once across all workers."""
         fired = 0
-        for key, payload, revision in await self.timers.due(self.clock.now()):
-            if not await self.timers.claim(key, revision):
-                continue
-            if payload.get("type") == "follow_up":
-                await self.follow_up(payload)
-                fired += 1
-                continue
-            if payload.get("type") == "fund_deadline":
-                await self.fund_deadline_due(payload)
-                fired += 1
-                continue
+        now = self.clock.now()
+        for key, payload, revision in await self.timers.due(now):
+            lease = await self.timers.claim(key, revision, payload, now)
+            if lease is None:
+                continue  # another worker has it
+            await self._fire(key, payload)  # a crash here: the lease runs out and the timer fires again
+            await self.timers.done(key, lease)
+            fired += 1
+        return fired
+
+    async def _fire(self, key: str, payload: dict[str, Any]) -> None:
+        if payload.get("type") == "follow_up":
+            await self.follow_up(payload)
+        elif payload.get("type") == "fund_deadline":
+            await self.fund_deadline_due(payload)
+        else:
             result = await self.incidents.handle(EscalateTask(
                 command_id=f"esc-{payload['incident']}-{payload['task']}-{payload['level']}", actor="sims",
                 incident=payload["incident"], task=payload["task"], level=int(payload["level"])))
             await self.audit.append(chain=payload["incident"], actor="sims", incident_id=payload["incident"],
                                     action="timer.fired", outcome="escalated" if result.ok and result.version else "no change",
                                     detail={"timer": key})
-            fired += 1
-        return fired
 
     async def follow_up(self, timer: dict[str, Any]) -> list[Delivery]:
         """Send unacknowledged notices again on each person's next channel; nothing to who acknowledged."""

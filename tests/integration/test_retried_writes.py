@@ -19,12 +19,34 @@ from sims.messages import Event
 
 async def test_one_of_two_workers_claims_a_due_timer_and_a_retried_claim_stays_won(runtime: Runtime) -> None:
     mine, theirs = jsa.NatsTimers(runtime.js), jsa.NatsTimers(runtime.js)
-    await mine.set("t.inc.task.1", datetime.now(UTC) - timedelta(seconds=1), {"incident": "inc", "task": "task"})
-    [(key, _payload, revision)] = await mine.due(datetime.now(UTC))
-    assert await mine.claim(key, revision)
-    assert not await theirs.claim(key, revision)  # the other worker lost
-    assert await mine.claim(key, revision)  # the same delete again (as after a timeout): still won
-    assert await mine.due(datetime.now(UTC)) == []  # gone: it fires once
+    now = datetime.now(UTC)
+    await mine.set("t.inc.task.1", now - timedelta(seconds=1), {"incident": "inc", "task": "task"})
+    [(key, payload, revision)] = await mine.due(now)
+    lease = await mine.claim(key, revision, payload, now)
+    assert lease is not None
+    assert await theirs.claim(key, revision, payload, now) is None  # the other worker lost
+    assert await mine.claim(key, revision, payload, now) == lease  # the same claim again (after a timeout): still won
+    assert await mine.due(now) == []  # leased: not due again while the lease lasts
+    await mine.done(key, lease)
+    assert await mine.due(now + 2 * jsa.TIMER_LEASE) == []  # fired and gone: once
+
+
+async def test_a_timer_whose_worker_died_after_claiming_it_fires_when_the_lease_runs_out(runtime: Runtime) -> None:
+    dead, alive = jsa.NatsTimers(runtime.js), jsa.NatsTimers(runtime.js)
+    now = datetime.now(UTC)
+    await dead.set("t.inc.task.2", now - timedelta(seconds=1), {"incident": "inc", "task": "task", "level": 2})
+    [(key, payload, revision)] = await dead.due(now)
+    first = await dead.claim(key, revision, payload, now)
+    assert first is not None  # ... and the worker dies here
+    later = now + jsa.TIMER_LEASE + timedelta(seconds=1)
+    [(again, payload2, revision2)] = await alive.due(later)  # due again: nothing lost
+    assert again == key and payload2["level"] == 2 and payload2["task"] == "task"
+    lease = await alive.claim(again, revision2, payload2, later)
+    assert lease is not None
+    await dead.done(key, first)  # a late `done` from the first claim changes nothing now
+    assert await alive.due(later + 2 * jsa.TIMER_LEASE) != []  # still the second worker's to finish
+    await alive.done(again, lease)
+    assert await alive.due(later + 2 * jsa.TIMER_LEASE) == []
 
 
 async def test_an_event_append_retried_after_it_was_stored_is_not_stored_twice(runtime: Runtime) -> None:
