@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from bench.common import (
     stop_process,
     summarise,
 )
+from handlers.progress import progress
 
 FULL_RUNS = {"inproc": {10: 20, 200: 20, 2000: 3}, "proc1": {10: 3, 200: 5, 2000: 1},
              "proc2": {10: 3, 200: 5, 2000: 1}}
@@ -201,11 +203,13 @@ async def run_mode(mode: str, scenario: Scenario, providers: Providers, tmp: Pat
             await one_run(rt, min(sizes), 30.0)  # warm-up: connections, caches (not counted)
             for n in sizes:
                 samples, details = [], []
-                for _ in range(runs.get(n, 1)):
-                    detail = await one_run(rt, n, timeout=30.0 + n * 0.1)
-                    samples.append(detail["ttn_s"])
-                    details.append(detail)
-                    await asyncio.sleep(0.1)
+                with progress(f"  {mode} n={n}: runs", total=runs.get(n, 1), every=2.0) as tick:
+                    for _ in range(runs.get(n, 1)):
+                        detail = await one_run(rt, n, timeout=30.0 + n * 0.1)
+                        samples.append(detail["ttn_s"])
+                        details.append(detail)
+                        tick(1)
+                        await asyncio.sleep(0.1)
                 sms, email = scenario.mix(n)
                 results["sizes"][str(n)] = summarise(n, samples, {
                     "sms": sms, "email": email,
@@ -260,7 +264,10 @@ def main(argv: list[str] | None = None) -> None:
 
     configure("warning", json=False)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="sims-bench-") as tmp_name:
+    keep = os.environ.get("SIMS_BENCH_KEEP")  # keep the folder (worker logs, JetStream data) to look into a failure
+    with (tempfile.TemporaryDirectory(prefix="sims-bench-") if not keep else nullcontext(tempfile.mkdtemp(
+            prefix="sims-bench-"))) as tmp_name:
+        print(f"keeping {tmp_name}", file=sys.stderr) if keep else None
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:

@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,10 @@ def main(argv: list[str] | None = None) -> None:
     configure("warning", json=False)
     load_before = os.getloadavg()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="sims-bench-") as tmp_name:
+    keep = os.environ.get("SIMS_BENCH_KEEP")  # keep the folder (worker logs, JetStream data) to look into a failure
+    with (tempfile.TemporaryDirectory(prefix="sims-bench-") if not keep else nullcontext(tempfile.mkdtemp(
+            prefix="sims-bench-"))) as tmp_name:
+        print(f"keeping {tmp_name}", file=sys.stderr) if keep else None
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:

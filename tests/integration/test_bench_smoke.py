@@ -14,6 +14,7 @@ def test_the_time_to_notify_benchmark_runs_and_loses_nothing(tmp_path: Path) -> 
                           "--json", str(out)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "n=10" in run.stdout and "p99" in run.stdout
+    assert "inproc n=10: runs: " in run.stderr and " done in " in run.stderr  # progress, on stderr
     data = json.loads(out.read_text())
     size = data["inproc"]["sizes"]["10"]
     assert size["sms"] == 5 and size["email"] == 5 and size["attempts_max"] == 1
