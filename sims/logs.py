@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
-
 
 _TOKEN = re.compile(r"/l/[a-z0-9]{17}\.[A-Za-z0-9_-]{16}")
 _PHONE = re.compile(r"\+?\d[\d ]{9,14}\d")
@@ -21,7 +22,7 @@ def _scrub(value: object) -> object:
     return value
 
 
-def redact(_logger: object, _method: str, event: dict[str, object]) -> dict[str, object]:
+def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Keep secrets, link tokens, phone numbers and restricted details out of every log line."""
     for key in list(event):
         if key in _SECRET_KEYS:

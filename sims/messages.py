@@ -205,6 +205,9 @@ Command = Annotated[Union[RaiseIncident, UpdateIncident, Transition, DraftBriefi
                           RecordSpend, SubmitEvaluation, CloseClaim, WithdrawClaim],
                     Field(discriminator="kind")]
 COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+# Commands on an incident that exists (not a raise, not the fund claim's)
+IncidentCommand = Union[UpdateIncident, Transition, DraftBriefing, ApproveBriefing, SendUpdate, ActOnTask, Acknowledge,
+                        EscalateTask]
 
 
 class EventType(StrEnum):

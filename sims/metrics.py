@@ -98,5 +98,5 @@ class _Fixed:
 async def exposition(rt: Any) -> bytes:
     """The Prometheus text format of `snapshot`."""
     registry = CollectorRegistry()
-    registry.register(_Fixed(await snapshot(rt)))  # type: ignore[arg-type]
+    registry.register(_Fixed(await snapshot(rt)))
     return bytes(generate_latest(registry))

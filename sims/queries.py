@@ -24,7 +24,7 @@ def public(incident: Incident, restricted: bool = False) -> dict[str, Any]:
     if incident.erased_at is not None:  # retention: the details are gone, not merely hidden
         data["restricted"] = "[erased]"
     elif not restricted:
-        data["restricted"] = "[restricted]" if incident.restricted.reveal() else ""
+        data["restricted"] = "[restricted]" if str.__str__(incident.restricted) else ""
     data["next_triggers"] = [t.value for t in protocol.allowed_triggers(incident.state)]
     return data
 

@@ -8,7 +8,7 @@ import re
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydantic import BaseModel
@@ -22,6 +22,7 @@ from sims.messages import (
     ApproveBriefing,
     EscalateTask,
     Command,
+    IncidentCommand,
     ErasePersonalData,
     DraftBriefing,
     Event,
@@ -153,7 +154,7 @@ class IncidentService:
 
     async def opened(self, incident: Incident) -> Incident:
         """A stored projection (`sims_incidents`) with its sealed restricted details opened."""
-        value = incident.restricted.reveal()
+        value = cast(Restricted, incident.restricted).reveal()
         if not is_sealed(value):
             return incident
         key = await self._audit_key(incident.id)
@@ -282,14 +283,15 @@ class IncidentService:
         self._remember(incident, seq)
         return incident
 
-    async def _apply(self, command: Command | ErasePersonalData) -> tuple[Incident, list[Event]]:
+    async def _apply(self, command: RaiseIncident | IncidentCommand | ErasePersonalData) -> tuple[Incident, list[Event]]:
         if isinstance(command, RaiseIncident):
             return await self._raise(command)
         incident_id = await self.resolve(command.incident)
         async with self._locks.setdefault(incident_id, asyncio.Lock()):
             return await self._apply_to(incident_id, command)
 
-    async def _apply_to(self, incident_id: str, command: Command | ErasePersonalData) -> tuple[Incident, list[Event]]:
+    async def _apply_to(self, incident_id: str,
+                        command: IncidentCommand | ErasePersonalData) -> tuple[Incident, list[Event]]:
         for attempt in range(MAX_RETRIES):
             incident, seq = await self._current(incident_id)
             if command.expected_version is not None and command.expected_version != incident.version:

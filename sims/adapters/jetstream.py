@@ -113,7 +113,8 @@ def transient(exc: BaseException) -> bool:
 async def publish(js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str] | None = None,
                   timeout: float = 5.0, patience: float = 60.0) -> PubAck:
     """Publish to a stream and wait for its PubAck, retrying transient failures for up to `patience` s."""
-    return await retrying(js.publish, subject, payload, headers=headers, timeout=timeout, patience=patience)
+    ack: PubAck = await retrying(js.publish, subject, payload, headers=headers, timeout=timeout, patience=patience)
+    return ack
 
 
 async def retrying(operation: Any, *args: Any, patience: float = 60.0, **kwargs: Any) -> Any:

@@ -126,7 +126,7 @@ class NotificationCore:
 
     async def revoke_links(self, incident_id: str, task: str, person: str) -> int:
         """Withdraw a person's links for a task (e.g. after it was handed to their deputy)."""
-        found = await self.kv.entries("sims_links")  # type: ignore[attr-defined]
+        found = await self.kv.entries("sims_links")
         count = 0
         for link_id, stored in found.items():
             if (stored["incident_id"], stored["task"], stored["person"]) == (incident_id, task, person) and not stored.get("revoked"):

@@ -197,6 +197,6 @@ class Sending(NotificationCore):
 
     async def deliveries(self, incident_id: str) -> list[dict[str, Any]]:
         """Every message of an incident with its status, for `sims status` and the API."""
-        found = await self.kv.entries(BUCKET, f"d.{incident_id}.>")  # type: ignore[attr-defined]
+        found = await self.kv.entries(BUCKET, f"d.{incident_id}.>")
         return sorted(found.values(), key=lambda r: (r.get("queued_at", ""), r["key"]))
 
