@@ -21,13 +21,21 @@ import argparse
 import asyncio
 import json
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench.common import TWILIO_FROM, Providers, Scenario, fmt_s, machine, render_messages, summarise
+from bench.common import (
+    TWILIO_FROM,
+    Providers,
+    Scenario,
+    fmt_s,
+    machine,
+    render_messages,
+    run_folder,
+    summarise,
+)
 
 FULL_RUNS = {10: 20, 200: 10, 2000: 3}
 QUICK_RUNS = {10: 3, 200: 2, 2000: 1}
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="10,200,2000")
     args = parser.parse_args(argv)
     sizes = parse_sizes(args.sizes)
-    with tempfile.TemporaryDirectory(prefix="sims-bench-") as tmp_name:
+    with run_folder("sims-bench-") as tmp_name:
         scenario = Scenario(Path(tmp_name) / "scenario", sizes)
         with Providers() as providers:
             asyncio.run(bench_apprise(scenario, providers, sizes, args.quick))

@@ -15,13 +15,12 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.common import Providers, Scenario, fmt_s, machine, summarise
+from bench.common import Providers, Scenario, fmt_s, machine, run_folder, summarise
 
 LABEL = "SIMS, 3-node cluster (R3), worker in-process"
 SIZES = (10, 200)  # what the cluster mode reports; 2,000 is left to the single-node modes
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = parse_sizes(args.sizes)
     configure("warning", json=False)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="sims-bench-cluster-") as tmp_name:
+    with run_folder("sims-bench-cluster-") as tmp_name:
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:

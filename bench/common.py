@@ -13,8 +13,11 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -327,3 +330,24 @@ def machine() -> dict[str, Any]:
 
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
             "at": now().isoformat()}
+
+
+@contextmanager
+def run_folder(prefix: str = "sims-bench-") -> Iterator[Path]:
+    """A temporary folder for one run; kept (and named on stderr) with SIMS_BENCH_KEEP=1, to look into a failure."""
+    if os.environ.get("SIMS_BENCH_KEEP"):
+        kept = Path(tempfile.mkdtemp(prefix=prefix))
+        print(f"keeping {kept}", file=sys.stderr)
+        yield kept
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        yield Path(name)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the finally blocks: stop every process this run started
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the run through its finally blocks, so no server or worker is left behind."""
+    signal.signal(signal.SIGTERM, _terminate)

@@ -15,12 +15,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import TWILIO_FROM, Providers, Scenario, fmt_s, machine, render_messages, summarise
+from bench.common import (
+    TWILIO_FROM,
+    Providers,
+    Scenario,
+    fmt_s,
+    machine,
+    render_messages,
+    run_folder,
+    summarise,
+)
 
 FULL_RUNS = {10: 20, 200: 20, 2000: 5}
 QUICK_RUNS = {10: 3, 200: 3, 2000: 1}
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="10,200,2000")
     args = parser.parse_args(argv)
     sizes = parse_sizes(args.sizes)
-    with tempfile.TemporaryDirectory(prefix="sims-bench-") as tmp_name:
+    with run_folder("sims-bench-") as tmp_name:
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:

@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from contextlib import AsyncExitStack, nullcontext
+from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,8 @@ from bench.common import (
     machine,
     now,
     read_line,
+    run_folder,
+    stop_on_sigterm,
     stop_process,
     summarise,
 )
@@ -245,12 +244,8 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # run the finally blocks: stop every process this run started
-
-
 def main(argv: list[str] | None = None) -> None:
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer runs (for smoke tests)")
@@ -264,10 +259,7 @@ def main(argv: list[str] | None = None) -> None:
 
     configure("warning", json=False)
     started = time.monotonic()
-    keep = os.environ.get("SIMS_BENCH_KEEP")  # keep the folder (worker logs, JetStream data) to look into a failure
-    with (tempfile.TemporaryDirectory(prefix="sims-bench-") if not keep else nullcontext(tempfile.mkdtemp(
-            prefix="sims-bench-"))) as tmp_name:
-        print(f"keeping {tmp_name}", file=sys.stderr) if keep else None
+    with run_folder() as tmp_name:
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:

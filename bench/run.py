@@ -12,15 +12,12 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
-import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, Providers, Scenario, fmt_s, machine
+from bench.common import RESULTS, Providers, Scenario, fmt_s, machine, run_folder, stop_on_sigterm
 
 # Runs per size, chosen so the whole default run stays under ~8 minutes on 2 cores.
 FULL = {"inproc": {10: 20, 200: 20, 2000: 3}, "proc1": {10: 3, 200: 5, 2000: 1}, "proc2": {10: 3, 200: 5, 2000: 1},
@@ -199,12 +196,8 @@ def _svg(series: list[tuple[str, list[Any]]], sizes: list[int], path: Path) -> s
     return str(path)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # run the finally blocks: stop every process this run started
-
-
 def main(argv: list[str] | None = None) -> None:
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     from bench.notify import parse_sizes
     from sims.logs import configure
@@ -223,10 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     configure("warning", json=False)
     load_before = os.getloadavg()
     started = time.monotonic()
-    keep = os.environ.get("SIMS_BENCH_KEEP")  # keep the folder (worker logs, JetStream data) to look into a failure
-    with (tempfile.TemporaryDirectory(prefix="sims-bench-") if not keep else nullcontext(tempfile.mkdtemp(
-            prefix="sims-bench-"))) as tmp_name:
-        print(f"keeping {tmp_name}", file=sys.stderr) if keep else None
+    with run_folder() as tmp_name:
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:
