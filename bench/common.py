@@ -319,6 +319,14 @@ def summarise(n: int, samples: list[float], extra: dict[str, Any] | None = None)
             "msgs_per_s_p50": n / p50 if p50 > 0 else None, "samples_s": samples, **(extra or {})}
 
 
+def cpu_per_message(since: float, messages: int) -> float:
+    """Milliseconds of this process's CPU per message since `since` (a `time.process_time()`).
+
+    Steadier than wall-clock times on a shared machine: what one message costs the sending process.
+    """
+    return (time.process_time() - since) * 1000 / max(1, messages)
+
+
 def fmt_s(value: float | None) -> str:
     if value is None:
         return "-"

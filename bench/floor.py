@@ -23,6 +23,7 @@ from bench.common import (
     TWILIO_FROM,
     Providers,
     Scenario,
+    cpu_per_message,
     fmt_s,
     machine,
     render_messages,
@@ -126,11 +127,13 @@ async def bench_floor(scenario: Scenario, providers: Providers, tmp: Path, sizes
             await floor.one_run(render_messages(scenario, min(sizes)), 30)  # warm-up
             for n in sizes:
                 messages = render_messages(scenario, n)
+                cpu = time.process_time()
                 samples = [await floor.one_run(messages, 30 + n * 0.1) for _ in range(runs.get(n, 1))]
                 sms, email = scenario.mix(n)
-                r = out["sizes"][str(n)] = summarise(n, samples, {"sms": sms, "email": email})
+                r = out["sizes"][str(n)] = summarise(n, samples, {
+                    "sms": sms, "email": email, "cpu_ms_per_msg": cpu_per_message(cpu, n * len(samples))})
                 say(f"  floor  n={n:<5} p50 {fmt_s(r['p50_s']):>8}  p99 {fmt_s(r['p99_s']):>8}  "
-                    f"{r['msgs_per_s_p50']:.0f} msg/s  (runs {r['runs']})")
+                    f"{r['msgs_per_s_p50']:.0f} msg/s  ({r['cpu_ms_per_msg']:.2f} ms CPU/msg; runs {r['runs']})")
         finally:
             await floor.stop()
         out["send_failures"] = floor.failures

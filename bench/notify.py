@@ -39,6 +39,7 @@ from bench.common import (
     child_env,
     fmt_s,
     machine,
+    cpu_per_message,
     now,
     read_line,
     run_folder,
@@ -160,7 +161,10 @@ async def one_run(rt: Any, n: int, timeout: float) -> dict[str, Any]:
     last = max(_ts(r["accepted_at"]) for r in took)
     first = min(_ts(r["accepted_at"]) for r in took)
     queued = [_ts(r["queued_at"]) for r in took if r.get("queued_at")]
+    by_channel = {channel: max((_ts(r["accepted_at"]) - t0).total_seconds() for r in took if r["channel"] == channel)
+                  for channel in {r["channel"] for r in took}}
     return {"ttn_s": (last - t0).total_seconds(), "command_s": (t0 - sent).total_seconds(),
+            "last_by_channel_s": by_channel,
             "first_accepted_s": (first - t0).total_seconds(),
             "last_queued_s": (max(queued) - t0).total_seconds() if queued else None,
             "attempts_max": max(int(r.get("attempts") or 1) for r in took)}
@@ -202,6 +206,7 @@ async def run_mode(mode: str, scenario: Scenario, providers: Providers, tmp: Pat
             await one_run(rt, min(sizes), 30.0)  # warm-up: connections, caches (not counted)
             for n in sizes:
                 samples, details = [], []
+                cpu = time.process_time()  # this process's CPU: with the worker in-process, the worker's
                 with progress(f"  {mode} n={n}: runs", total=runs.get(n, 1), every=2.0) as tick:
                     for _ in range(runs.get(n, 1)):
                         detail = await one_run(rt, n, timeout=30.0 + n * 0.1)
@@ -215,12 +220,17 @@ async def run_mode(mode: str, scenario: Scenario, providers: Providers, tmp: Pat
                     "command_p50_s": sorted(d["command_s"] for d in details)[len(details) // 2],
                     "last_queued_p50_s": sorted(d["last_queued_s"] or 0 for d in details)[len(details) // 2],
                     "first_accepted_p50_s": sorted(d["first_accepted_s"] for d in details)[len(details) // 2],
-                    "attempts_max": max(d["attempts_max"] for d in details)})
+                    "attempts_max": max(d["attempts_max"] for d in details),
+                    "last_by_channel_p50_s": {channel: sorted(d["last_by_channel_s"].get(channel, 0) for d in details)[len(details) // 2]
+                                              for channel in details[0]["last_by_channel_s"]},
+                    **({"cpu_ms_per_msg": cpu_per_message(cpu, n * len(samples))} if mode == "inproc" else {})})
                 r = results["sizes"][str(n)]
+                cpu_note = f"{r['cpu_ms_per_msg']:.2f} ms CPU/msg; " if "cpu_ms_per_msg" in r else ""
                 say(f"  {mode:6} n={n:<5} p50 {fmt_s(r['p50_s']):>8}  p99 {fmt_s(r['p99_s']):>8}  "
-                    f"{r['msgs_per_s_p50']:.0f} msg/s  (runs {r['runs']}; p50 of: raise->result "
+                    f"{r['msgs_per_s_p50']:.0f} msg/s  ({cpu_note}runs {r['runs']}; p50 of: raise->result "
                     f"{fmt_s(r['command_p50_s'])}, first accepted {fmt_s(r['first_accepted_p50_s'])}, "
-                    f"last queued {fmt_s(r['last_queued_p50_s'])})")
+                    f"last queued {fmt_s(r['last_queued_p50_s'])}, last "
+                    + ", ".join(f"{channel} {fmt_s(t)}" for channel, t in sorted(r["last_by_channel_p50_s"].items())) + ")")
     finally:
         server.stop()
     return results

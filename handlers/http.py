@@ -290,13 +290,14 @@ def create_app(rt: Runtime) -> FastAPI:
     async def twilio_status(request: Request) -> Response:
         form = {k: str(v) for k, v in (await request.form()).items()}
         token = rt.settings.twilio_auth_token
-        url = f"{rt.settings.base_url}/hooks/twilio/status"
+        query = request.url.query  # Twilio signs the whole URL we gave it, the message key included
+        url = f"{rt.settings.base_url}/hooks/twilio/status" + (f"?{query}" if query else "")
         signature = request.headers.get("X-Twilio-Signature", "")
         if token is None or not RequestValidator(token.get_secret_value()).validate(url, form, signature):
             return JSONResponse({"ok": False, "error": {"error": "forbidden", "message": "Bad or missing signature."}},
                                 status_code=403)
         report = {"provider_id": form.get("MessageSid", ""), "status": form.get("MessageStatus", ""),
-                  "error_code": form.get("ErrorCode")}
+                  "error_code": form.get("ErrorCode"), "key": request.query_params.get("k")}
         await jsa.publish(rt.js, STATUS_SUBJECT, json.dumps(report).encode(),
                           headers={"Nats-Msg-Id": f"status-{report['provider_id']}-{report['status']}"})
         return Response(status_code=204)

@@ -53,7 +53,7 @@ def build_router(rt: Runtime) -> APIRouter:
         status = RECEIPT_STATUS.get(receipt.status)
         if status is None:
             return Response(status_code=204)  # a status SIMS does not track: accepted, nothing to record
-        report: dict[str, Any] = {"provider_id": pid, "status": status,
+        report: dict[str, Any] = {"provider_id": pid, "status": status, "key": receipt.reference,
                                   "error_code": None if status == "delivered" else receipt.status}
         await rt.js.publish(STATUS_SUBJECT, json.dumps(report).encode(), timeout=5.0,
                             headers={"Nats-Msg-Id": f"status-{pid}-{receipt.status}"})

@@ -17,11 +17,12 @@ from typing import Any
 
 import structlog
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import JStream, NatsBroker, PullSub
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
+from handlers.message import NatsMessage
 from sims.adapters import jetstream as jsa
 from sims.adapters.nats_accounts import (
     BOUNDARY_CONSUMER,

@@ -9,9 +9,10 @@ from typing import Any
 
 import structlog
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import JStream, NatsBroker, PullSub
 from pydantic import ValidationError
 
+from handlers.message import NatsMessage
 from sims.adapters import jetstream as jsa
 from sims.adapters import nats_auth
 from sims.adapters.commands import submit
@@ -119,7 +120,8 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
     async def on_status(msg: NatsMessage) -> None:
         report = json.loads(msg.body)
         try:
-            await rt.notifications.on_status(str(report["provider_id"]), str(report["status"]), report.get("error_code"))
+            await rt.notifications.on_status(str(report["provider_id"]), str(report["status"]), report.get("error_code"),
+                                             key=report.get("key"))
         except UnknownMessage:
             attempt = int(msg.raw_message.metadata.num_delivered or 1)
             if attempt < jsa.MAX_DELIVER:

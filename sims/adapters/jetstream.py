@@ -18,7 +18,7 @@ import json
 import random
 import secrets
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
@@ -45,7 +45,9 @@ from nats.js.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from nats.js.kv import _is_key_valid
 
+from sims.adapters.group_commit import group_commit
 from sims.audit import GENESIS, AuditRecord, seal
 from sims.messages import Event
 from sims.ports import StaleSequence
@@ -68,6 +70,7 @@ DLQ_COMMANDS = "sims.dlq.commands"
 COMMAND_CONSUMER = "incident-commands"
 MAX_DELIVER = 5
 WRONG_LAST_SEQUENCE = 10071
+STREAM_NAME_IN_USE = 10058  # a stream of that name exists with another configuration
 DAY = 86400.0
 
 
@@ -161,11 +164,11 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
         StreamConfig(name=EVENTS, subjects=["sims.evt.>"], deny_delete=True, deny_purge=True,
                      allow_direct=True, num_replicas=replicas, storage=StorageType.FILE),
         StreamConfig(name=AUDIT, subjects=["sims.audit.>"], deny_delete=True, deny_purge=True,
-                     allow_direct=True, num_replicas=replicas, storage=StorageType.FILE),
+                     allow_direct=True, allow_atomic=True, num_replicas=replicas, storage=StorageType.FILE),
         StreamConfig(name=DEAD, subjects=["sims.dlq.>"], max_age=365 * DAY, num_replicas=replicas,
                      storage=StorageType.FILE),
         StreamConfig(name=OUTBOX, subjects=["sims.send.>"], retention=RetentionPolicy.WORK_QUEUE,
-                     duplicate_window=3600.0, num_replicas=replicas, storage=StorageType.FILE),
+                     duplicate_window=3600.0, allow_atomic=True, num_replicas=replicas, storage=StorageType.FILE),
     ]
     for config in streams:
         try:
@@ -193,8 +196,21 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
     for bucket, history in (("sims_results", 1), ("sims_incidents", 1), ("sims_refs", 1),
                             ("sims_deliveries", 1), ("sims_links", 1), ("sims_timers", 1),
                             ("sims_funds", 1), ("sims_keys", 1)):  # sims_keys: sims/adapters/keystore.py
-        await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, replicas=replicas,
-                                                 storage=StorageType.FILE))
+        try:
+            await js.create_key_value(KeyValueConfig(bucket=bucket, history=history, replicas=replicas,
+                                                     storage=StorageType.FILE))
+        except BadRequestError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:  # made before, and since allowed atomic batches
+                raise
+        await allow_atomic(js, f"KV_{bucket}")
+
+
+async def allow_atomic(js: JetStreamContext, stream: str) -> None:
+    """Let `stream` take atomic batches (`sims.adapters.group_commit`); KV buckets are made without."""
+    config = (await js.stream_info(stream)).config
+    if not config.allow_atomic:
+        config.allow_atomic = True
+        await js.update_stream(config)
 
 
 async def read_subject(js: JetStreamContext, stream: str, subject: str) -> AsyncIterator[Any]:
@@ -274,15 +290,18 @@ class NatsAuditLog:
                 # as empty, with no read first; if it is not, the server refuses (wrong last sequence).
                 tip = self._tips.get(chain) or ((0, -1, GENESIS) if attempt == 0 else await self._tip(chain))
                 seq, index, prev = tip
-                record = seal(chain=chain, index=index + 1, prev=prev, at=at or datetime.now(timezone.utc),
+                record = seal(chain=chain, index=index + 1, prev=prev, at=at or datetime.now(UTC),
                               actor=actor, incident_id=incident_id, action=action, outcome=outcome,
                               detail=detail)
                 msg_id = f"audit-{record.hash}"
+                subject, data = audit_subject(chain), record.model_dump_json().encode()
+                headers = {"Nats-Expected-Last-Subject-Sequence": str(seq), "Nats-Msg-Id": msg_id}
+
+                async def alone(subject: str = subject, data: bytes = data, headers: dict[str, str] = headers) -> int:
+                    return int((await publish(self.js, subject, data, headers=headers)).seq)
+
                 try:
-                    ack = await publish(
-                        self.js, audit_subject(chain), record.model_dump_json().encode(),
-                        headers={"Nats-Expected-Last-Subject-Sequence": str(seq), "Nats-Msg-Id": msg_id},
-                    )
+                    stored = await group_commit(self.js._nc).write(AUDIT, subject, data, headers, alone)
                 except APIError as exc:
                     if exc.err_code != WRONG_LAST_SEQUENCE:
                         raise
@@ -293,7 +312,7 @@ class NatsAuditLog:
                     self._tips.pop(chain, None)  # another writer appended: re-read the tip
                     await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
                     continue
-                self._tips[chain] = (int(ack.seq), record.index, record.hash)
+                self._tips[chain] = (stored, record.index, record.hash)
                 return record
         raise RuntimeError(f"audit chain {chain} too contended to append")
 
@@ -330,9 +349,19 @@ class NatsKV:
             return None
         return json.loads(entry.value) if entry.value else None
 
+    async def _write(self, bucket: str, key: str, payload: bytes, last: int | None,
+                     alone: Any) -> int:
+        """One KV write, grouped with concurrent writes to the bucket (`sims.adapters.group_commit`)."""
+        if not _is_key_valid(key):
+            return int(await alone())  # refused there, with the client's own error
+        headers = {} if last is None else {"Nats-Expected-Last-Subject-Sequence": str(last)}
+        return await group_commit(self.js._nc).write(f"KV_{bucket}", f"$KV.{bucket}.{key}", payload, headers,
+                                                     alone)
+
     async def put(self, bucket: str, key: str, value: Any) -> None:
         kv = await self.bucket(bucket)
-        await retrying(lambda: kv.put(key, json.dumps(value, default=str).encode()))
+        payload = json.dumps(value, default=str).encode()
+        await self._write(bucket, key, payload, None, lambda: retrying(kv.put, key, payload))
 
     async def get_entry(self, bucket: str, key: str) -> tuple[Any | None, int | None]:
         """The value and its revision (None, None when absent): a later `update` can skip its read."""
@@ -346,8 +375,9 @@ class NatsKV:
     async def create(self, bucket: str, key: str, value: Any) -> bool:
         """Store `value` only if the key has none (one write, no read first); False if it had one."""
         kv = await self.bucket(bucket)
+        payload = json.dumps(value, default=str).encode()
         try:
-            await retrying(lambda: kv.create(key, json.dumps(value, default=str).encode()))
+            await self._write(bucket, key, payload, 0, lambda: retrying(kv.create, key, payload))
         except (KeyWrongLastSequenceError, BadRequestError):
             return False
         return True
@@ -391,9 +421,10 @@ class NatsKV:
             payload = json.dumps(new, default=str).encode()
             try:
                 if revision is None:
-                    await retrying(kv.create, key, payload)
+                    await self._write(bucket, key, payload, 0, lambda p=payload: retrying(kv.create, key, p))
                 else:
-                    await retrying(kv.update, key, payload, last=revision)
+                    await self._write(bucket, key, payload, revision,
+                                      lambda p=payload, r=revision: retrying(kv.update, key, p, last=r))
                 return new
             except (KeyWrongLastSequenceError, BadRequestError):
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
@@ -426,8 +457,13 @@ class NatsWorkQueue:
         self.js = js
 
     async def enqueue(self, delivery: Any) -> None:
-        await publish(self.js, f"sims.send.{delivery.channel.value}", delivery.model_dump_json().encode(),
-                      headers={"Nats-Msg-Id": delivery.key})
+        subject, data = f"sims.send.{delivery.channel.value}", delivery.model_dump_json().encode()
+        headers = {"Nats-Msg-Id": delivery.key}
+
+        async def alone() -> int:
+            return int((await publish(self.js, subject, data, headers=headers)).seq)
+
+        await group_commit(self.js._nc).write(OUTBOX, subject, data, headers, alone)
 
 
 TIMER_LEASE = timedelta(seconds=60)  # how long a claimed timer is left to the worker that claimed it

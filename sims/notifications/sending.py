@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from sims.directory import Channel
 from sims.messages import Transition, Trigger
@@ -18,6 +19,10 @@ from sims.views import TaskExtra
 
 
 LOOKUP_MARGIN = timedelta(minutes=5)  # clock skew between us and the provider, when looking a message up
+
+
+class OtherSend(Exception):
+    """A provider's report for a copy of a message other than the one its record names."""
 
 
 class Sending(NotificationCore):
@@ -41,8 +46,8 @@ class Sending(NotificationCore):
                 html=delivery.html, message_id=f"<{delivery.key}@sims>")
         else:
             to = f"whatsapp:{delivery.to}" if delivery.channel is Channel.WHATSAPP else delivery.to
-            message = OutgoingSms(key=delivery.key, to=to, body=delivery.body,
-                                  status_callback=f"{self.base_url}/hooks/twilio/status")
+            message = OutgoingSms(key=delivery.key, to=to, body=delivery.body,  # the key comes back signed
+                                  status_callback=f"{self.base_url}/hooks/twilio/status?k={quote(delivery.key, safe='')}")
         lookup = getattr(sender, "find_accepted", None)
         parallel = None if lookup else getattr(sender, "parallel", None)  # SMTP: its connections
         slot = self._slots.setdefault(sender.name, asyncio.Semaphore(parallel)) if parallel else None
@@ -68,7 +73,11 @@ class Sending(NotificationCore):
 
     async def _accepted(self, delivery: Delivery, accepted: Accepted, attempt: int,
                         known: tuple[Any, int | None], found_at_provider: bool = False) -> None:
-        """Record and audit the acceptance; the SID index, the record and the audit are written together."""
+        """Record and audit the acceptance, written together.
+
+        No index from the provider's id to the key is written: a provider's report carries the key
+        (Twilio: in the signed status-callback URL; Notify: as the message's `reference`).
+        """
         now = self.clock.now()
 
         def merge(old: dict[str, Any] | None) -> dict[str, Any]:
@@ -81,13 +90,11 @@ class Sending(NotificationCore):
         detail = {"key": delivery.key, "provider_id": accepted.provider_id, "attempt": attempt}
         if found_at_provider:
             detail["found_at_provider"] = True  # taken before a worker died; not sent again
-        writes = [self.kv.update(BUCKET, f"d.{delivery.key}", merge, known),
-                  self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims",
-                                    incident_id=delivery.incident_id, action="message.accepted",
-                                    outcome=accepted.provider, detail=detail)]
-        if accepted.provider_id.isalnum():
-            writes.append(self.kv.put(BUCKET, f"sid.{accepted.provider_id}", delivery.key))
-        await asyncio.gather(*writes)
+        await asyncio.gather(
+            self.kv.update(BUCKET, f"d.{delivery.key}", merge, known),
+            self.audit.append(chain=f"{delivery.incident_id}.{delivery.contact_id}", actor="sims",
+                              incident_id=delivery.incident_id, action="message.accepted",
+                              outcome=accepted.provider, detail=detail))
         log.debug("message.accepted", key=delivery.key, provider=accepted.provider, found=found_at_provider)
 
     def _record(self, delivery: Delivery, record: dict[str, Any]) -> dict[str, Any]:
@@ -143,9 +150,14 @@ class Sending(NotificationCore):
         return replacement
 
     # ---- provider reports -----------------------------------------------------------------
-    async def on_status(self, provider_id: str, reported: str, error_code: str | None) -> Status | None:
-        """Record a delivery report; statuses never go backwards; undelivered/failed fall back once."""
-        key = await self.kv.get(BUCKET, f"sid.{provider_id}")
+    async def on_status(self, provider_id: str, reported: str, error_code: str | None,
+                        key: str | None = None) -> Status | None:
+        """Record a delivery report; statuses never go backwards; undelivered/failed fall back once.
+
+        `key`: the message key the report carries; without one (a message sent before reports carried
+        it) the key is looked up by the provider's id in `sid.<id>`.
+        """
+        key = key or await self.kv.get(BUCKET, f"sid.{provider_id}")
         if not key:
             raise UnknownMessage(provider_id)
         try:
@@ -155,15 +167,21 @@ class Sending(NotificationCore):
         seen: dict[str, Status] = {}
 
         def merge(old: dict[str, Any] | None) -> dict[str, Any]:
-            if not old or "key" not in old:  # the send's record is not written yet: never make a bare one
-                raise UnknownMessage(provider_id)
+            if not old or "key" not in old or not old.get("provider_id"):  # the send is not recorded yet:
+                raise UnknownMessage(provider_id)                              # never make a bare record
+            if old["provider_id"] != provider_id:
+                raise OtherSend(provider_id)
             seen["current"] = current = Status(old.get("status", Status.ACCEPTED))
             history = [*old.get("history", []), {"status": reported, "at": self.clock.now().isoformat(),
                                                  "error_code": error_code}]
             return {**old, "status": advance(current, status).value, "history": history,
                     "updated_at": self.clock.now().isoformat()}
 
-        record = await self.kv.update(BUCKET, f"d.{key}", merge)
+        try:
+            record = await self.kv.update(BUCKET, f"d.{key}", merge)
+        except OtherSend:  # a copy the record does not name (sent twice around a crash): not this record's
+            log.warning("message.status_other_send", key=key, provider_id=provider_id, status=reported)
+            return None
         current, new = seen["current"], Status(record["status"])
         await self.audit.append(chain=f"{record['incident_id']}.{record['contact_id']}", actor=str(record.get("provider") or "provider"), incident_id=record["incident_id"],
                                 action="message.status", outcome=f"{reported} -> {new.value}",

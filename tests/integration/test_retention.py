@@ -321,13 +321,16 @@ async def _count(found: Any, at_least: int) -> bool:
 async def test_erasure_waits_while_the_incidents_messages_are_still_going_out(stack: Stack) -> None:
     """Erasing before the last notices are sent would let them write addresses and links again."""
     from sims.erasure import ErasureDeferred
+    from tests.support import twilio_server as tw
 
     rt = stack.rt
     assert rt.erasure is not None
     raised = await stack.raise_incident()
     incident_id = raised["incident_id"]
-    await stack.settled(incident_id, 1)
+    await stack.wait_for(lambda: rt.kv.get("sims_deliveries", f"told.{incident_id}"))  # all planned
     told = await rt.kv.get("sims_deliveries", f"told.{incident_id}")
+    await stack.settled(incident_id, sum(len(keys) for keys in told.values()))
+    stack.twilio.set_default(tw.slow(1.5))  # the stand-down notices by SMS are still with the provider
     result = await stack.run(Transition(actor="duty", incident=incident_id, trigger=Trigger.STAND_DOWN,
                                         reason="Police confirm no injuries"))
     assert result["ok"]
@@ -335,6 +338,7 @@ async def test_erasure_waits_while_the_incidents_messages_are_still_going_out(st
     with pytest.raises(ErasureDeferred, match="still being"):  # the stand-down notices are not all out yet
         await rt.erasure.erase(incident_id, actor="duty", reason="too soon")
     assert (await rt.incidents.current(incident_id)).restricted.reveal()
+    stack.twilio.set_default(tw.ok())
 
     async def quiet() -> bool:
         return await rt.erasure.sending(incident_id) is None  # type: ignore[union-attr]

@@ -417,10 +417,14 @@ class TwilioServer:
                                                    self.callback_params(m, status, error_code)))
         return attempts
 
+    def signature(self, url: str, params: dict[str, str]) -> str:
+        """X-Twilio-Signature for these params posted to this URL (query string included)."""
+        return str(self._validator.compute_signature(url, params))
+
     async def post_signed(self, url: str, params: dict[str, str]) -> CallbackAttempt:
         """POST form params to url with X-Twilio-Signature, as Twilio does for webhooks."""
         assert self._session is not None, "server not started"
-        signature = self._validator.compute_signature(url, params)
+        signature = self.signature(url, params)
         headers = {"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1",
                    "I-Twilio-Idempotency-Token": secrets.token_hex(16)}
         status: int | None
