@@ -3,23 +3,28 @@
 Templates see only `SharedView`, `RecipientView`, `Resources`, the recipient's link and a typed
 `extra` whose fields are shareable by construction; an email subject sees `SharedView` alone. The
 exercise prefix of SMS and subjects is added here, not left to each template.
+
+`email_for` and `sms_for` give what `render_email` and `render_sms` give, from a stencil rendered once
+per shared message and memoised, with each recipient's name, salutation and link filled in.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, meta, select_autoescape
 from markupsafe import Markup, escape
 
 from sims.errors import SimsError
-from sims.gsm import SegmentInfo, segments, to_gsm7
+from sims.gsm import GSM7_BASIC, SegmentInfo, segments, to_gsm7
 from sims.model import Incident, Level, Restricted, State
 from sims.views import (
     TYPE_LABELS,
@@ -179,6 +184,136 @@ def _tidy_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
 
 
+# --- stencils: one render per shared message, the recipient's values put in afterwards ---------------
+#
+# A fan-out sends one message to many people; only the recipient's name, salutation and link differ.
+# A stencil is the message rendered once with sentinels in their place, cut at each sentinel. It is
+# kept only if a second render, with probe values full of characters that escaping, case changes or
+# trimming would alter, equals the stencil filled with those probes (raw in text, escaped in HTML): a
+# template that transforms a value, or text that happens to contain a sentinel, falls back to a full
+# render. Values are filled in only if, like the probes, they are one line with no whitespace at
+# either end, so `_tidy_text` and `.strip()` treat them exactly as they treat the sentinels.
+
+STENCIL_MEMO_SIZE = 256
+_NAME, _SALUTATION, _LINK = "Zq9xNameStencilQv", "Zq9xSalutationStencilQv", "Zq9xLinkStencilQv"
+_SENTINELS = (_NAME, _SALUTATION, _LINK)
+_PROBES = ("\u00c7a & <Probe> O'Neil \"Zo\u00eb\" x", "Dr <b>Sal</b> & Ag\u0306ao\u011flu's",
+           "https://probe.example/l/a?b=1&c=<2>'\"")
+_SMS_LINK_SENTINEL, _SMS_LINK_PROBE = "Zq9xLinkStencil", "Pr0b/E&:?=_-.x"
+_LINK_CHARS = frozenset(c for c in GSM7_BASIC if not c.isspace())  # one septet each, kept by to_gsm7
+_SMS_RECIPIENT = RecipientView(name="-", salutation="-")  # SMS templates that name nobody
+
+
+def _cycle(pattern: str, length: int) -> str:
+    return (pattern * (length // len(pattern) + 1))[:length]
+
+
+def _plain(value: str) -> bool:
+    """True if `value` is plain text on one line with no whitespace at either end (so not empty)."""
+    return type(value) is str and value.splitlines() == [value] and value == value.strip()
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _memo_key(value: object) -> Hashable:
+    """A key equal only for values that render the same: types are part of it (a `Markup` and a
+    `str` are equal but escape differently; so are True and 1), times keep their offset and zone.
+    TypeError for anything else, so the caller renders in full rather than guess."""
+    kind = type(value)
+    if kind is str:
+        return value  # the only bare key: every other one is a tuple
+    if value is None or isinstance(value, (str, bool, int)):
+        return kind, value
+    if isinstance(value, float):
+        return kind, repr(value)
+    if isinstance(value, datetime):
+        return kind, value.isoformat(), value.fold, value.tzinfo
+    if isinstance(value, tuple):
+        return kind, tuple([_memo_key(v) for v in value])
+    if is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES.get(kind)
+        if names is None:
+            names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
+        return kind, names, tuple([_memo_key(getattr(value, name)) for name in names])
+    raise TypeError(f"no memo key for {kind.__name__}")
+
+
+_V = TypeVar("_V")
+
+
+class _Lru(Generic[_V]):
+    """A bounded, thread-safe memo: the least recently used entry goes when it is full."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, _V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> tuple[bool, _V | None]:
+        with self._lock:
+            if key not in self._items:
+                return False, None
+            self._items.move_to_end(key)
+            return True, self._items[key]
+
+    def put(self, key: Hashable, value: _V) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """Rendered text cut at its sentinels: `literals` around them, `slots` says which value goes where."""
+
+    literals: tuple[str, ...]
+    slots: tuple[int, ...]
+
+    @classmethod
+    def of(cls, text: str, sentinels: tuple[str, ...]) -> _Cut:
+        parts = re.split("(" + "|".join(map(re.escape, sentinels)) + ")", text)
+        return cls(tuple(parts[0::2]), tuple(sentinels.index(s) for s in parts[1::2]))
+
+    def fill(self, values: tuple[str, ...]) -> str:
+        out = [self.literals[0]]
+        for slot, literal in zip(self.slots, self.literals[1:], strict=True):
+            out += (values[slot], literal)
+        return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Deps:
+    """A template and those it extends, includes or imports, and the names they take from the context."""
+
+    templates: tuple[Template, ...]
+    variables: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _EmailStencil:
+    subject: str
+    text: _Cut
+    html: _Cut
+    templates: tuple[Template, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SmsStencil:
+    body: _Cut
+    segments: SegmentInfo
+    templates: tuple[Template, ...]
+
+
 class Renderer:
     """Renders each message kind from `templates_dir` (sms/, email/) with undefined names refused."""
 
@@ -204,6 +339,10 @@ class Renderer:
             paragraphs=_paragraphs,
             href=_href,
         )
+        self._email_stencils: _Lru[_EmailStencil | None] = _Lru(STENCIL_MEMO_SIZE)
+        self._sms_stencils: _Lru[_SmsStencil | None] = _Lru(STENCIL_MEMO_SIZE)
+        self._deps: dict[str, _Deps | None] = {}
+        self._settings: tuple[tuple[object, ...], Hashable] | None = None
 
     def _context(self, kind: str, view: SharedView, recipient: RecipientView, link: str,
                  extra: SmsExtra | None) -> dict[str, Any]:
@@ -273,11 +412,15 @@ class Renderer:
                      extra: SmsExtra | None = None) -> RenderedEmail:
         """Subject, plain text and HTML of the email for `kind`, marked at top and bottom."""
         context = self._context(kind, view, recipient, link, extra)
-        email = RenderedEmail(
-            subject=self.render_subject(kind, view),
-            text=_tidy_text(self.env.get_template(f"email/{kind}.txt").render(context)),
-            html=self.env.get_template(f"email/{kind}.html").render(context).strip() + "\n",
-        )
+        subject = self.render_subject(kind, view)
+        text, html = self._email_bodies(kind, context)
+        return self._checked(kind, view, RenderedEmail(subject=subject, text=text, html=html))
+
+    def _email_bodies(self, kind: str, context: dict[str, Any]) -> tuple[str, str]:
+        return (_tidy_text(self.env.get_template(f"email/{kind}.txt").render(context)),
+                self.env.get_template(f"email/{kind}.html").render(context).strip() + "\n")
+
+    def _checked(self, kind: str, view: SharedView, email: RenderedEmail) -> RenderedEmail:
         for part, body in (("text", email.text), ("html", email.html)):
             if body.count(self.protective_marking) < 2:
                 raise RenderingFailed(kind, f"the {kind} email {part} must show the protective marking "
@@ -285,6 +428,130 @@ class Renderer:
             if view.exercise and EXERCISE_BANNER not in body:
                 raise RenderingFailed(kind, f"the {kind} email {part} of an exercise lacks its banner")
         return email
+
+    # --- one render per fan-out --------------------------------------------------------------------
+
+    def email_for(self, kind: str, view: SharedView, recipient: RecipientView, link: str,
+                  extra: SmsExtra | None = None) -> RenderedEmail:
+        """The same as `render_email`, from a stencil rendered once per kind, view, roles and extra."""
+        self._context(kind, view, recipient, link, extra)
+        values = (recipient.name, recipient.salutation, link)
+        try:
+            key = (kind, _memo_key(view), _memo_key(recipient.roles), _memo_key(extra), self._settings_key())
+        except TypeError:
+            key = None
+        if key is None or not all(_plain(v) for v in values):
+            return self.render_email(kind, view, recipient, link, extra)
+        found, stencil = self._email_stencils.get(key)
+        if not found or (stencil is not None and not self._fresh(stencil.templates)):
+            stencil = self._email_stencil(kind, view, recipient.roles, extra)
+            self._email_stencils.put(key, stencil)
+        if stencil is None:
+            return self.render_email(kind, view, recipient, link, extra)
+        html_values = tuple(str(escape(v)) for v in values)
+        return self._checked(kind, view, RenderedEmail(
+            subject=stencil.subject, text=stencil.text.fill(values), html=stencil.html.fill(html_values)))
+
+    def sms_for(self, kind: str, view: SharedView, recipient: RecipientView, link: str,
+                extra: SmsExtra | None = None) -> RenderedSms:
+        """The same as `render_sms`, from a stencil rendered once per kind, view, extra and link length.
+
+        The body's length decides how free text is shortened, so the stencil's link has the real
+        link's length and, like it, only single-septet GSM-7 characters that `to_gsm7` keeps: every
+        choice render_sms makes, and the parts it counts, are then the same for both.
+        """
+        self._context(kind, view, recipient, link, extra)
+        try:
+            key = (kind, _memo_key(view), _memo_key(extra), len(link), self._settings_key())
+        except TypeError:
+            key = None
+        if key is None or type(link) is not str or not _LINK_CHARS.issuperset(link):
+            return self.render_sms(kind, view, recipient, link, extra)
+        found, stencil = self._sms_stencils.get(key)
+        if not found or (stencil is not None and not self._fresh(stencil.templates)):
+            stencil = self._sms_stencil(kind, view, extra, len(link))
+            self._sms_stencils.put(key, stencil)
+        if stencil is None:
+            return self.render_sms(kind, view, recipient, link, extra)
+        return RenderedSms(body=stencil.body.fill((link,)), segments=stencil.segments)
+
+    def _settings_key(self) -> Hashable:
+        """What else a message depends on: the marking, the resources and the timezone."""
+        settings = (self.protective_marking, self.resources, self.tz)
+        cached = self._settings
+        if cached is None or any(a is not b for a, b in zip(cached[0], settings, strict=True)):
+            cached = self._settings = (settings, (settings[0], _memo_key(settings[1]), settings[2]))
+        return cached[1]
+
+    def _fresh(self, templates: tuple[Template, ...]) -> bool:
+        """False if a template file changed since it was loaded (when the environment reloads them)."""
+        return not self.env.auto_reload or all(t.is_up_to_date for t in templates)
+
+    def _dependencies(self, name: str) -> _Deps | None:
+        """The templates `name` uses and the context names they read; None if one is chosen at run time."""
+        deps = self._deps.get(name)
+        if deps is not None and self._fresh(deps.templates):
+            return deps
+        loader = self.env.loader
+        if loader is None:
+            return None
+        seen: dict[str, Template] = {}
+        variables: set[str] = set()
+        todo = [name]
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen[current] = self.env.get_template(current)
+            source, _filename, _uptodate = loader.get_source(self.env, current)
+            tree = self.env.parse(source)
+            variables |= meta.find_undeclared_variables(tree)
+            for ref in meta.find_referenced_templates(tree):
+                if ref is None:
+                    self._deps[name] = None
+                    return None
+                todo.append(ref)
+        self._deps[name] = _Deps(tuple(seen.values()), frozenset(variables))
+        return self._deps[name]
+
+    def _email_stencil(self, kind: str, view: SharedView, roles: tuple[str, ...],
+                       extra: SmsExtra | None) -> _EmailStencil | None:
+        try:
+            parts = [self._dependencies(f"email/{kind}.{part}") for part in ("subject.txt", "txt", "html")]
+            if any(deps is None for deps in parts):
+                return None
+            templates = tuple(dict.fromkeys(t for deps in parts if deps for t in deps.templates))
+
+            def bodies(name: str, salutation: str, link: str) -> tuple[str, str]:
+                person = RecipientView(name=name, salutation=salutation, roles=roles)
+                return self._email_bodies(kind, self._context(kind, view, person, link, extra))
+
+            text, html = bodies(*_SENTINELS)
+            stencil = _EmailStencil(subject=self.render_subject(kind, view), text=_Cut.of(text, _SENTINELS),
+                                    html=_Cut.of(html, _SENTINELS), templates=templates)
+            probe_text, probe_html = bodies(*_PROBES)
+        except Exception:  # noqa: BLE001 - the full render raises it, or succeeds where sentinels could not
+            return None
+        if (stencil.text.fill(_PROBES) != probe_text
+                or stencil.html.fill(tuple(str(escape(p)) for p in _PROBES)) != probe_html):
+            return None
+        return stencil
+
+    def _sms_stencil(self, kind: str, view: SharedView, extra: SmsExtra | None,
+                     length: int) -> _SmsStencil | None:
+        sentinel, probe = _cycle(_SMS_LINK_SENTINEL, length), _cycle(_SMS_LINK_PROBE, length)
+        try:
+            deps = self._dependencies(f"sms/{kind}.txt")
+            if deps is None or "recipient" in deps.variables:
+                return None
+            sms = self.render_sms(kind, view, _SMS_RECIPIENT, sentinel, extra)
+            probed = self.render_sms(kind, view, _SMS_RECIPIENT, probe, extra)
+        except Exception:  # noqa: BLE001 - SmsTooLong and the like: the full render raises it again
+            return None
+        body = _Cut.of(sms.body, (sentinel,))
+        if body.fill((probe,)) != probed.body or probed.segments != sms.segments:
+            return None
+        return _SmsStencil(body=body, segments=sms.segments, templates=deps.templates)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -94,9 +94,9 @@ class NotificationCore:
                       contact_id=contact.id, channel=channel, to=contact.address(channel), link=link,
                       exercise=incident.exercise, tried=tried, created_at=self.clock.now(), task=task)
         if channel is Channel.EMAIL:
-            email = self.renderer.render_email(kind.value, view, person, link, extra)
+            email = self.renderer.email_for(kind.value, view, person, link, extra)
             return Delivery(**common, subject=email.subject, body=email.text, html=email.html)
-        sms = self.renderer.render_sms(kind.value, view, person, link, extra)
+        sms = self.renderer.sms_for(kind.value, view, person, link, extra)
         return Delivery(**common, body=sms.body)
 
     async def _link(self, incident: Incident, kind: Kind, contact: Contact, key: str, task: str | None = None) -> str:
