@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     link_ttl_hours: int = Field(72, ge=1, description="How long a personal link stays valid.")
     sms_rate: float = Field(0, ge=0, description="SMS/WhatsApp messages a second to the provider (0: no limit).")
     email_rate: float = Field(0, ge=0, description="Emails a second to the SMTP server (0: no limit).")
-    smtp_connections: int = Field(2, ge=1, le=16, description="Reused SMTP connections.")
+    smtp_connections: int = Field(4, ge=1, le=16, description="Reused SMTP connections.")
     retention_days: int = Field(365, ge=0, description="Days after an incident is closed or stood down before "
                                 "its personal data (restricted details, recipients' addresses, links, outbox copies) "
                                 "is erased by the worker; 0: as soon as its last messages are out.")

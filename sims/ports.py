@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -68,6 +69,10 @@ class SmsSender(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+Recorder = Callable[[Accepted], Awaitable[None]]
+"""Writes a message's acceptance; a sender with `records_on_commit` calls it at the moment of commit."""
 
 
 class EmailSender(Protocol):

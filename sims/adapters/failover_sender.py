@@ -15,7 +15,7 @@ import structlog
 
 from sims import failover
 from sims.failover import Breaker, FailureKind, Held, IdenticalTextGuard, Policy, SupplierState
-from sims.ports import Accepted, AuditLog, Clock, DeliveryFailed, KeyValue, OutgoingEmail, OutgoingSms
+from sims.ports import Accepted, AuditLog, Clock, DeliveryFailed, KeyValue, OutgoingEmail, OutgoingSms, Recorder
 
 log = structlog.get_logger("sims.failover")
 BUCKET = "sims_deliveries"
@@ -60,8 +60,8 @@ class FailoverSender:
         self._lookups = [s for s in suppliers if hasattr(s, "find_accepted")]
         if self._lookups:  # the send path asks a redelivered message's supplier(s) before sending again
             self.find_accepted = self._find_accepted
-        if hasattr(suppliers[0], "parallel"):  # SMTP first: its connections bound the messages in flight
-            self.parallel = suppliers[0].parallel
+        if any(getattr(s, "records_on_commit", False) for s in suppliers):  # SMTP: see SmtpEmailSender
+            self.records_on_commit = True
 
     async def _find_accepted(self, message: OutgoingSms, since: datetime) -> Accepted | None:
         """A redelivered message some supplier already took (see TwilioSms.find_accepted), if any."""
@@ -71,7 +71,8 @@ class FailoverSender:
                 return found
         return None
 
-    async def send(self, message: OutgoingSms | OutgoingEmail) -> Accepted:
+    async def send(self, message: OutgoingSms | OutgoingEmail, recorded: Recorder | None = None) -> Accepted:
+        """Send through the first usable supplier; `recorded` goes to a supplier that records on commit."""
         if not self._announced:  # a sending process (a worker) reports its suppliers once it starts sending
             self._announced = True
             await self.publish()
@@ -85,13 +86,13 @@ class FailoverSender:
                 raise DeliveryFailed(provider=self.channel, transient=True, code="identical-limit",
                                      message=str(held), retry_after=held.wait) from held
         try:
-            return await self._send(message)
+            return await self._send(message, recorded)
         except DeliveryFailed as failure:
             if slot is not None and self.guard is not None and failure.code != "timeout":
                 self.guard.release(slot, now)  # it never reached a network (a timeout may have: keep counting it)
             raise
 
-    async def _send(self, message: OutgoingSms | OutgoingEmail) -> Accepted:
+    async def _send(self, message: OutgoingSms | OutgoingEmail, recorded: Recorder | None = None) -> Accepted:
         tried: set[str] = set()
         last: DeliveryFailed | None = None
         while True:
@@ -105,7 +106,9 @@ class FailoverSender:
             supplier = self.suppliers[index]
             tried.add(supplier.name)
             try:
-                accepted: Accepted = await supplier.send(message)
+                accepted: Accepted = await (supplier.send(message, recorded=recorded)
+                                            if recorded and getattr(supplier, "records_on_commit", False)
+                                            else supplier.send(message))
             except DeliveryFailed as failure:
                 if not failure.transient:
                     await self._update(index, lambda b, now: failover.succeeded(b, now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -16,10 +17,16 @@ from typing import Literal
 
 import aiosmtplib
 
-from sims.ports import Accepted, DeliveryFailed, OutgoingEmail
+from sims.ports import Accepted, DeliveryFailed, OutgoingEmail, Recorder
 
 PROVIDER = "smtp"
 Tls = Literal["none", "starttls", "tls"]
+_END_OF_LINE = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")  # RFC 5321 4.5.2: a line starting with "." gets another
+
+
+class _NotRecorded(Exception):
+    """`recorded` failed after the server took the mail (its cause is the caller's own exception)."""
 
 
 class _Connection:
@@ -36,7 +43,15 @@ class SmtpEmailSender:
     A connection is opened on first use, checked with NOOP after `idle_check` seconds idle, and
     dropped after any connection-level error so the next send reconnects. A send is never retried
     here: the caller owns backoff, and a blind resend after a drop mid-DATA could duplicate a mail.
+
+    With `recorded`, a send commits like this: the envelope and the message go over each connection
+    at once, but the end of the data (the moment the server takes the mail) and `recorded(accepted)`
+    happen under one lock for the whole sender. So at any moment at most one email is taken by the
+    server and not yet recorded: a process killed mid-send can cause one email to be sent twice on
+    redelivery, however many connections it had (an SMTP server cannot be asked what it took).
     """
+
+    records_on_commit = True
 
     def __init__(self, host: str, port: int, tls: Tls = "starttls", username: str | None = None,
                  password: str | None = None, *, from_addr: str, name: str = "smtp", timeout: float = 10,
@@ -60,6 +75,7 @@ class SmtpEmailSender:
         self._validate_certs = validate_certs
         self._idle: asyncio.Queue[_Connection] | None = None
         self._all: list[_Connection] = []
+        self._commit = asyncio.Lock()  # end of data + record: one email at a time (see the class doc)
 
     @property
     def parallel(self) -> int:
@@ -114,17 +130,25 @@ class SmtpEmailSender:
             for kind, body in (("plain", email.text), ("html", email.html)))
         return to, head + parts + f"\r\n--{boundary}--\r\n".encode("ascii"), message_id
 
-    async def send(self, email: OutgoingEmail) -> Accepted:
+    async def send(self, email: OutgoingEmail, recorded: Recorder | None = None) -> Accepted:
+        """Send one email; with `recorded`, it is called (and awaited) once the server took the mail,
+        before any other email of this sender can be taken (see the class doc)."""
         try:
             to, raw, message_id = self.mime(email)
         except ValueError as exc:  # a line break in a header, an address with none in it
             raise DeliveryFailed(provider=PROVIDER, transient=False, code="address", message=str(exc)) from exc
+        accepted = Accepted(provider=PROVIDER, provider_id=message_id, status="accepted")
         pool = self._pool()
         connection = await pool.get()
         try:
             await self._ready(connection)
-            await connection.client.sendmail(self._envelope_from, [to], raw)
+            if recorded is None:
+                await connection.client.sendmail(self._envelope_from, [to], raw)
+            else:
+                await self._sendmail_committed(connection.client, to, raw, accepted, recorded)
             connection.last_used = time.monotonic()
+        except _NotRecorded as exc:  # the server took it; our own record failed: the caller's problem
+            raise exc.__cause__ from None  # type: ignore[misc]
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise _refused(exc) from exc
         except (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError) as exc:
@@ -152,7 +176,47 @@ class SmtpEmailSender:
             raise DeliveryFailed(provider=PROVIDER, transient=False, code="address", message=str(exc)) from exc
         finally:
             pool.put_nowait(connection)
-        return Accepted(provider=PROVIDER, provider_id=message_id, status="accepted")
+        return accepted
+
+    async def _sendmail_committed(self, client: aiosmtplib.SMTP, to: str, raw: bytes, accepted: Accepted,
+                                  recorded: Recorder) -> None:
+        """aiosmtplib's sendmail for one recipient, with the end of data and the record under `_commit`."""
+        if client.is_ehlo_or_helo_needed:
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                if not client.is_connected:
+                    raise
+                await client.helo()
+        data = _END_OF_LINE.sub(b"\r\n", raw)
+        data = _LEADING_DOT.sub(b"..", data if data.endswith(b"\r\n") else data + b"\r\n")
+        options = [f"size={len(data)}"] if client.supports_extension("size") else []
+        try:
+            await client.mail(self._envelope_from, options=options)
+            try:
+                await client.rcpt(to)
+            except aiosmtplib.SMTPRecipientRefused as refused:
+                raise aiosmtplib.SMTPRecipientsRefused([refused]) from refused
+            start = await client.execute_command(b"DATA")
+            if start.code != 354:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            assert client.protocol is not None  # connected: execute_command would have raised
+            client.protocol.write(data)  # the whole message; the server takes it only at the end of data
+            async with self._commit:
+                end = await client.execute_command(b".")  # the end-of-data line, ".\r\n"
+                if end.code != 250:
+                    raise aiosmtplib.SMTPDataError(end.code, end.message)
+                try:
+                    await recorded(accepted)
+                except Exception as exc:
+                    raise _NotRecorded() from exc
+        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+            try:  # as sendmail does: reset the envelope for the next message on this connection
+                await client.rset()
+            except (ConnectionError, aiosmtplib.SMTPResponseException, aiosmtplib.SMTPServerDisconnected):
+                pass
+            raise
+
 
     async def _ready(self, connection: _Connection) -> None:
         """Connect if needed; after a long idle, check the connection with NOOP and reopen it if dead."""

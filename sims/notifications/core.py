@@ -6,7 +6,6 @@ Delivery records live in KV `sims_deliveries` (`d.<message key>`), the people to
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -59,7 +58,6 @@ class NotificationCore:
     link_ttl: timedelta = timedelta(hours=72)
     retry_base: float = 1.0
     limiters: dict[str, RateLimiter] = field(default_factory=dict)
-    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False, repr=False)
 
 
     async def _mark_told(self, incident_id: str, entries: list[tuple[str, str]]) -> None:

@@ -32,11 +32,11 @@ class Sending(NotificationCore):
         A redelivered item (`attempt` > 1) whose record does not say the provider took it is first
         looked up at the provider, when it can be asked (Twilio): a worker may have died between the
         provider accepting it and the record being written. Email cannot be asked; its exposure is
-        bounded instead by holding one of the sender's connections until the record is written.
+        bounded instead: the SMTP sender lets one email at a time be taken by the server and not yet
+        recorded (`records_on_commit`), so a killed worker sends at most one email twice.
         """
         known = await self.kv.get_entry(BUCKET, f"d.{delivery.key}")
-        record = known[0] or {}
-        current = Status(record.get("status", Status.PENDING))
+        current = Status((known[0] or {}).get("status", Status.PENDING))
         if current in PROVIDER_TOOK or current in (Status.FAILED, Status.UNDELIVERED):
             return current  # a redelivered work item: it was handled already
         sender = self.senders[delivery.channel]
@@ -49,8 +49,14 @@ class Sending(NotificationCore):
             message = OutgoingSms(key=delivery.key, to=to, body=delivery.body,  # the key comes back signed
                                   status_callback=f"{self.base_url}/hooks/twilio/status?k={quote(delivery.key, safe='')}")
         lookup = getattr(sender, "find_accepted", None)
-        parallel = None if lookup else getattr(sender, "parallel", None)  # SMTP: its connections
-        slot = self._slots.setdefault(sender.name, asyncio.Semaphore(parallel)) if parallel else None
+        recorded = False
+
+        async def record(accepted: Accepted) -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                await self._accepted(delivery, accepted, attempt, known)
+
         try:
             if lookup and attempt > 1:
                 found = await lookup(message, delivery.created_at - LOOKUP_MARGIN)
@@ -59,16 +65,13 @@ class Sending(NotificationCore):
                     return Status.ACCEPTED
             limiter = self.limiters.setdefault(sender.name, RateLimiter(0))
             await limiter.wait()
-            if slot is None:
-                accepted = await sender.send(message)  # type: ignore[arg-type]
+            if getattr(sender, "records_on_commit", False):  # SMTP: recorded before it takes another
+                accepted = await sender.send(message, recorded=record)  # type: ignore[call-arg, arg-type]
             else:
-                async with slot:  # the record is written before the connection sends another
-                    accepted = await sender.send(message)  # type: ignore[arg-type]
-                    await self._accepted(delivery, accepted, attempt, known)
-                    return Status.ACCEPTED
+                accepted = await sender.send(message)  # type: ignore[arg-type]
         except DeliveryFailed as failure:
-            return await self._failed(delivery, failure, attempt, record)
-        await self._accepted(delivery, accepted, attempt, known)
+            return await self._failed(delivery, failure, attempt, known[0] or {})
+        await record(accepted)
         return Status.ACCEPTED
 
     async def _accepted(self, delivery: Delivery, accepted: Accepted, attempt: int,

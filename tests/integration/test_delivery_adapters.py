@@ -18,7 +18,7 @@ from twilio.request_validator import RequestValidator
 from sims.adapters.outbox import OutboxSender, read_outbox
 from sims.adapters.smtp_email import SmtpEmailSender
 from sims.adapters.twilio_sms import TwilioSmsSender
-from sims.ports import DeliveryFailed, OutgoingEmail, OutgoingSms
+from sims.ports import Accepted, DeliveryFailed, OutgoingEmail, OutgoingSms
 
 from tests.support import twilio_server as tw
 from tests.support.fixtures import smtp_server, twilio_server, webhook_receiver  # noqa: F401
@@ -246,6 +246,59 @@ async def test_one_connection_is_reused(mailer: SmtpEmailSender, smtp_server: Sm
     assert len(smtp_server.handler.messages) == 13 and smtp_server.connections_made == 1
 
 
+async def _no_record(accepted: Accepted) -> None:
+    return None
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["sendmail", "recorded on commit"])
+async def test_committed_send_writes_the_same_message(mailer: SmtpEmailSender, smtp_server: SmtpServer,  # noqa: F811
+                                                      committed: bool) -> None:
+    """Lines starting with a dot, bare line ends and non-ASCII text arrive intact either way."""
+    text = ".starts with a dot\n..two dots\rbare CR\nZoë Ağaoğlu\n."
+    email = OutgoingEmail(key="dots", to="duty.officer@example.org", subject="Dots", text=text,
+                          html="<p>.dot</p>\n.<b>x</b>", message_id="<dots@sims>")
+    await mailer.send(email, recorded=_no_record if committed else None)
+    [received] = smtp_server.handler.messages
+    body = received.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert body == text.replace("\r", "\n") + "\n"
+    assert received.message.get_body(("html",)).get_content() == "<p>.dot</p>\n.<b>x</b>\n"  # type: ignore[union-attr]
+
+
+async def test_with_many_connections_one_email_at_a_time_is_taken_and_not_recorded(
+        smtp_server: SmtpServer) -> None:  # noqa: F811
+    """A worker killed at any moment can have sent at most one email whose record is missing."""
+    s = SmtpEmailSender("127.0.0.1", smtp_server.port, "none", from_addr="sims@example.org", connections=4)
+    unrecorded: list[int] = []
+    done: list[str] = []
+
+    async def recorded(accepted: Accepted) -> None:
+        unrecorded.append(len(smtp_server.handler.messages) - len(done))  # taken by the server, not recorded
+        await asyncio.sleep(0.02)  # a slow record write: other connections must not commit meanwhile
+        done.append(accepted.provider_id)
+
+    try:
+        await asyncio.gather(*(s.send(mail(key=f"m{i}"), recorded=recorded) for i in range(16)))
+    finally:
+        await s.close()
+    assert len(done) == 16 == len(smtp_server.handler.messages) and smtp_server.connections_made == 4
+    assert unrecorded == [1] * 16
+
+
+async def test_a_failed_record_is_the_callers_error_and_the_connection_stays(
+        mailer: SmtpEmailSender, smtp_server: SmtpServer) -> None:  # noqa: F811
+    class StoreDown(Exception):
+        pass
+
+    async def broken(accepted: Accepted) -> None:
+        raise StoreDown("NATS unavailable")
+
+    with pytest.raises(StoreDown):  # not a DeliveryFailed: the server took it
+        await mailer.send(mail(), recorded=broken)
+    await mailer.send(mail(key="next"), recorded=_no_record)
+    assert len(smtp_server.handler.messages) == 2 and smtp_server.connections_made == 1
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["sendmail", "recorded on commit"])
 @pytest.mark.parametrize(("where", "reply", "transient", "code"), [
     ("data", "451 4.3.0 Try again later", True, "451"),
     ("data", "550 5.7.1 Rejected as spam", False, "550"),
@@ -253,14 +306,16 @@ async def test_one_connection_is_reused(mailer: SmtpEmailSender, smtp_server: Sm
     ("rcpt", "550 5.1.1 No such user", False, "550"),
 ])
 async def test_smtp_refusals_are_classified(mailer: SmtpEmailSender, smtp_server: SmtpServer,  # noqa: F811
-                                            where: str, reply: str, transient: bool, code: str) -> None:
+                                            where: str, reply: str, transient: bool, code: str,
+                                            committed: bool) -> None:
     """4xx answers are transient, 5xx permanent; the connection stays usable afterwards."""
+    recorded = _no_record if committed else None
     setattr(smtp_server.handler, f"{where}_response", reply)
     with pytest.raises(DeliveryFailed) as caught:
-        await mailer.send(mail())
+        await mailer.send(mail(), recorded=recorded)
     assert (caught.value.transient, caught.value.code) == (transient, code)
     setattr(smtp_server.handler, f"{where}_response", None)
-    await mailer.send(mail())
+    await mailer.send(mail(), recorded=recorded)
     assert len(smtp_server.handler.messages) == 1 and smtp_server.connections_made == 1
 
 

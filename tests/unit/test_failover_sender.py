@@ -156,8 +156,16 @@ class Looking(Scripted):
         return Accepted(provider=self.name, provider_id=found) if found else None
 
 
-class Connections(Scripted):
-    parallel = 2
+class Committing(Scripted):
+    """A supplier that records a message at the moment it takes it (as SmtpEmailSender does)."""
+
+    records_on_commit = True
+
+    async def send(self, sms: OutgoingSms, recorded: Any = None) -> Accepted:  # type: ignore[override]
+        accepted = await super().send(sms)
+        if recorded is not None:
+            await recorded(accepted)
+        return accepted
 
 
 async def test_a_redelivered_message_is_looked_up_at_every_supplier_that_can_say() -> None:
@@ -171,8 +179,15 @@ async def test_a_redelivered_message_is_looked_up_at_every_supplier_that_can_say
     assert first.sent == second.sent == []  # looking never sends
 
 
-async def test_lookup_and_connection_bound_exist_only_where_a_supplier_has_them() -> None:
+async def test_lookup_and_record_on_commit_exist_only_where_a_supplier_has_them() -> None:
     plain, *_ = sender(Scripted("notify"))
-    assert not hasattr(plain, "find_accepted") and not hasattr(plain, "parallel")
-    smtp_first, *_ = sender(Connections("smtp"), Scripted("notify"))
-    assert smtp_first.parallel == 2 and not hasattr(smtp_first, "find_accepted")  # type: ignore[attr-defined]
+    assert not hasattr(plain, "find_accepted") and not hasattr(plain, "records_on_commit")
+    smtp_first, *_ = sender(Committing("smtp"), Scripted("notify"))
+    assert smtp_first.records_on_commit and not hasattr(smtp_first, "find_accepted")  # type: ignore[attr-defined]
+    records: list[Accepted] = []
+
+    async def recorded(accepted: Accepted) -> None:
+        records.append(accepted)
+
+    took = await smtp_first.send(SMS, recorded=recorded)  # the committing supplier records it as it takes it
+    assert records == [took]
