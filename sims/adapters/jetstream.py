@@ -382,6 +382,12 @@ class NatsKV:
             return False
         return True
 
+    async def count(self, bucket: str, pattern: str = ">") -> int:
+        """How many keys match `pattern`, from the stream's subject counts (a key deleted or purged
+        still counts while its marker is kept): one request, no values read."""
+        info = await retrying(self.js.stream_info, f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.{pattern}")
+        return len(info.state.subjects or {})
+
     async def entries(self, bucket: str, pattern: str = ">") -> dict[str, Any]:
         """Every key matching `pattern` (NATS wildcards) with its latest value, filtered by the server."""
         stream, prefix = f"KV_{bucket}", f"$KV.{bucket}."

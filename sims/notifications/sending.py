@@ -202,11 +202,13 @@ class Sending(NotificationCore):
         for incident in incidents:
             if incident.state.value != "notifying":
                 continue
-            records = await self.deliveries(incident.id)
-            waiting = [r for r in records if Status(r["status"]) in (Status.PENDING, Status.RETRYING)]
             # A record is written when a provider answers: every planned message must have one first.
             told = await self.kv.get(BUCKET, f"told.{incident.id}") or {}
             planned = {key for keys in told.values() for key in keys}
+            if not planned or await self.kv.count(BUCKET, f"d.{incident.id}.>") < len(planned):
+                continue  # still sending: not worth reading every record yet
+            records = await self.deliveries(incident.id)
+            waiting = [r for r in records if Status(r["status"]) in (Status.PENDING, Status.RETRYING)]
             if records and planned and not waiting and planned <= {r["key"] for r in records}:
                 result = await self.incidents.handle(Transition(
                     command_id=f"notified-{incident.id}", actor="sims", incident=incident.id,
