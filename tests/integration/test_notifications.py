@@ -268,7 +268,7 @@ async def test_a_slow_sms_rate_limit_does_not_hold_up_email(
         # just before the next, so pairs may bunch, but any three span at least one interval.
         spans = [(c - a).total_seconds() for a, c in zip(sms, sms[2:])]
         assert min(spans) >= 0.25
-        assert (sms[-1] - sms[0]).total_seconds() >= 0.24 * (len(sms) - 1)
+        assert (sms[-1] - sms[0]).total_seconds() >= 0.25 * (len(sms) - 2)  # the first request also connects
         assert email[-1] < sms[-1]  # the email went while SMS waited its turn
     finally:
         await stop()
