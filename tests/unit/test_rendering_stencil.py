@@ -21,19 +21,16 @@ from sims.model import Incident, IncidentType, Level, Restricted, State
 from sims.rendering import (
     KINDS,
     STENCIL_MEMO_SIZE,
-    BriefingExtra,
-    ClosureExtra,
     Renderer,
     RenderingFailed,
     SmsExtra,
     SmsTooLong,
-    StandDownExtra,
-    TaskExtra,
     UpdateExtra,
     _Lru,
     sample_context,
 )
 from sims.views import RecipientView, SharedView
+from tests.unit.test_rendering import extra_for
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 WINTER = datetime(2026, 11, 30, 21, 40, tzinfo=UTC)
@@ -69,15 +66,7 @@ def incident(*, exercise: bool = False, **changes: object) -> Incident:
     return Incident.model_validate({**data, **changes})
 
 
-def short_extra(kind: str) -> SmsExtra | None:
-    return {
-        "holding": None,
-        "briefing": BriefingExtra(talking_points="The police are investigating."),
-        "task": TaskExtra(title="Ward walkabout with the SNT", due_at=WINTER + timedelta(hours=24)),
-        "update": UpdateExtra(text="The cordon on Rye Lane has been lifted."),
-        "stand_down": StandDownExtra(reason="Injury was accidental."),
-        "closure": ClosureExtra(reason="Review complete."),
-    }[kind]
+short_extra = extra_for  # the same short extras the full-render tests use
 
 
 @pytest.fixture
