@@ -49,7 +49,7 @@ class GroupCommit:
 
     nc: NATS
     timeout: float = 5.0
-    batches: int = 0  # committed atomic batches (for tests and the benchmarks' notes)
+    batches: int = 0  # committed atomic batches (what tests look at)
     batched: int = 0  # writes stored in them
     _pending: dict[str, list[_Write]] = field(default_factory=dict)
     _busy: set[str] = field(default_factory=set)

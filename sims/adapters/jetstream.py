@@ -8,7 +8,7 @@ Streams (subjects):
   SIMS_OUTBOX    sims.send.<channel>  work queue of messages to send; Nats-Msg-Id = message key
 KV buckets: sims_results (command id -> result), sims_incidents (id -> current state),
             sims_refs (reference -> id; per-year counters), sims_deliveries (message records,
-            people told, provider ids), sims_links (link id -> what the link is bound to).
+            people told, provider ids of older messages), sims_links (link id -> what the link is bound to).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import asyncio
 import json
 import random
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import nats
@@ -350,7 +351,7 @@ class NatsKV:
         return json.loads(entry.value) if entry.value else None
 
     async def _write(self, bucket: str, key: str, payload: bytes, last: int | None,
-                     alone: Any) -> int:
+                     alone: Callable[[], Awaitable[int]]) -> int:
         """One KV write, grouped with concurrent writes to the bucket (`sims.adapters.group_commit`)."""
         if not _is_key_valid(key):
             return int(await alone())  # refused there, with the client's own error
@@ -361,7 +362,7 @@ class NatsKV:
     async def put(self, bucket: str, key: str, value: Any) -> None:
         kv = await self.bucket(bucket)
         payload = json.dumps(value, default=str).encode()
-        await self._write(bucket, key, payload, None, lambda: retrying(kv.put, key, payload))
+        await self._write(bucket, key, payload, None, partial(retrying, kv.put, key, payload))
 
     async def get_entry(self, bucket: str, key: str) -> tuple[Any | None, int | None]:
         """The value and its revision (None, None when absent): a later `update` can skip its read."""
@@ -377,7 +378,7 @@ class NatsKV:
         kv = await self.bucket(bucket)
         payload = json.dumps(value, default=str).encode()
         try:
-            await self._write(bucket, key, payload, 0, lambda: retrying(kv.create, key, payload))
+            await self._write(bucket, key, payload, 0, partial(retrying, kv.create, key, payload))
         except (KeyWrongLastSequenceError, BadRequestError):
             return False
         return True
@@ -427,10 +428,10 @@ class NatsKV:
             payload = json.dumps(new, default=str).encode()
             try:
                 if revision is None:
-                    await self._write(bucket, key, payload, 0, lambda p=payload: retrying(kv.create, key, p))
+                    await self._write(bucket, key, payload, 0, partial(retrying, kv.create, key, payload))
                 else:
                     await self._write(bucket, key, payload, revision,
-                                      lambda p=payload, r=revision: retrying(kv.update, key, p, last=r))
+                                      partial(retrying, kv.update, key, payload, last=revision))
                 return new
             except (KeyWrongLastSequenceError, BadRequestError):
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))

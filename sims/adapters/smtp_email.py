@@ -77,11 +77,6 @@ class SmtpEmailSender:
         self._all: list[_Connection] = []
         self._commit = asyncio.Lock()  # end of data + record: one email at a time (see the class doc)
 
-    @property
-    def parallel(self) -> int:
-        """How many messages can be in an SMTP transaction at once (one a connection)."""
-        return self._size
-
     def _new_client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
             hostname=self._host, port=self._port, username=self._username, password=self._password,
@@ -216,7 +211,6 @@ class SmtpEmailSender:
             except (ConnectionError, aiosmtplib.SMTPResponseException, aiosmtplib.SMTPServerDisconnected):
                 pass
             raise
-
 
     async def _ready(self, connection: _Connection) -> None:
         """Connect if needed; after a long idle, check the connection with NOOP and reopen it if dead."""

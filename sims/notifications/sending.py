@@ -209,7 +209,7 @@ class Sending(NotificationCore):
                 continue  # still sending: not worth reading every record yet
             records = await self.deliveries(incident.id)
             waiting = [r for r in records if Status(r["status"]) in (Status.PENDING, Status.RETRYING)]
-            if records and planned and not waiting and planned <= {r["key"] for r in records}:
+            if not waiting and planned <= {r["key"] for r in records}:
                 result = await self.incidents.handle(Transition(
                     command_id=f"notified-{incident.id}", actor="sims", incident=incident.id,
                     trigger=Trigger.CONFIRM_NOTIFIED, reason=f"{len(records)} message(s) handed to providers"))
