@@ -100,9 +100,12 @@ async def run_drill(stack: Stack, nats_url: str, tmp_path: Path) -> None:
 
     async def stood_down_sent() -> bool:
         records = await stack.deliveries(incident_id)
-        mine = [r for r in records if r["kind"] == "stand_down"]
+        told = {r["contact_id"] for r in records if r["kind"] == "holding"}
+        # the whole fan-out is out: Norcross's stand-down counts once it has fallen back to email
+        stood_down = {r["contact_id"] for r in records if r["kind"] == "stand_down"
+                      and (r["contact_id"] != NORCROSS or r["channel"] == "email")}
         final = ("delivered", "read", "failed", "undelivered")  # every SMS's delivery report applied
-        return bool(mine) and all(r["status"] in final for r in records if r["channel"] == "sms") and all(
+        return told <= stood_down and all(r["status"] in final for r in records if r["channel"] == "sms") and all(
             r["status"] not in ("pending", "retrying") for r in records)
     await stack.twilio.drain_callbacks()
     await stack.wait_for(stood_down_sent, timeout=30)
