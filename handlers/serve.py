@@ -29,8 +29,10 @@ async def sweep_forever(rt: Runtime, every: float = 1.0, stop: asyncio.Event | N
 
     Stops when `stop` is set (a cancel can be swallowed inside a NATS call, so it is not relied on).
     """
+    from sims.notifications.reconcile import reconciler_for
     from sims.queries import list_incidents
 
+    reconciler = reconciler_for(rt.notifications, rt.settings)  # Twilio statuses whose callbacks were lost
     stop = stop or asyncio.Event()
     while not stop.is_set():
         try:
@@ -42,6 +44,8 @@ async def sweep_forever(rt: Runtime, every: float = 1.0, stop: asyncio.Event | N
             await rt.notifications.fire_due_timers()
             incidents = await list_incidents(rt, reveal=False)
             await rt.notifications.sweep(incidents)
+            if reconciler is not None:
+                await reconciler.run(incidents)
             if rt.erasure is not None:
                 await rt.erasure.sweep(incidents)
         except Exception as exc:  # noqa: BLE001 - NATS hiccups: try again next round, never die

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
                                 "its personal data (restricted details, recipients' addresses, links, outbox copies) "
                                 "is erased by the worker; 0: as soon as its last messages are out.")
 
+    status_reconcile_after: float = Field(600.0, gt=0, description="Seconds after Twilio took an SMS/WhatsApp "
+                                          "message before the worker asks Twilio its status, if no status "
+                                          "callback has settled it (callbacks lost).")
+    status_reconcile_every: float = Field(300.0, gt=0, description="Seconds between two such lookups of one "
+                                          "message, and between two passes over the records.")
+
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None

@@ -166,6 +166,35 @@ class TwilioSmsSender:
                                  message=f"could not ask Twilio what it already took: {type(exc).__name__}: {exc}") from exc
         return None
 
+    async def fetch_status(self, provider_id: str) -> tuple[str, str | None] | None:
+        """The message's status at Twilio and its ErrorCode (text, or None); None if Twilio has no such SID.
+
+        For status reconciliation (`sims.notifications.reconcile`): a record whose callbacks were lost is
+        looked up by its SID. Errors are classified as for `send` (429/5xx/no answer: transient).
+        """
+        client = self._get_client()
+        try:
+            message = await client.messages(provider_id).fetch_async()
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return None
+            raise _rest_failure(exc.status, exc.code, exc.msg, None) from exc
+        except TwilioServiceException as exc:
+            raise _rest_failure(exc.status, exc.code, str(exc), None) from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise DeliveryFailed(provider=PROVIDER, transient=True, code="timeout",
+                                 message=f"no answer from Twilio within {self._timeout:g} s") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryFailed(provider=PROVIDER, transient=True, code="connection",
+                                 message=f"{type(exc).__name__}: {exc}") from exc
+        except (TwilioException, ValueError) as exc:  # e.g. a 2xx answer whose body is not JSON
+            raise DeliveryFailed(provider=PROVIDER, transient=True, code="protocol", message=str(exc)) from exc
+        if not message.status:
+            raise DeliveryFailed(provider=PROVIDER, transient=True, code="protocol",
+                                 message=f"Twilio answered for {provider_id} without a status")
+        code = message.error_code
+        return str(message.status), (str(code) if code is not None else None)
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.close()

@@ -191,6 +191,8 @@ class TwilioServer:
         self.accepted_count = 0
         self.callbacks: list[CallbackAttempt] = []
         self._by_sid: dict[str, SentMessage] = {}
+        self._statuses: dict[str, tuple[str, int | None]] = {}  # set_status: what a fetch of a SID answers
+        self.fail_fetch: dict[str, Reply] = {}  # `fail_fetch[sid] = server_error()`: a fetch of it gets that
         self._script = _Script()
         self._random = random.Random(seed)
         self._validator = RequestValidator(auth_token)
@@ -217,11 +219,17 @@ class TwilioServer:
         """`fail_to[number] = invalid_number()`: requests to that To always get that reply."""
         return self._script.fail_to
 
+    def set_status(self, sid: str, status: str, error_code: int | None = None) -> None:
+        """What a fetch of this message (GET .../Messages/{sid}.json) answers from now on (default: queued)."""
+        self._statuses[sid] = (status, error_code)
+
     def reset(self) -> None:
         self._script = _Script()
         self.messages.clear()
         self.callbacks.clear()
         self._by_sid.clear()
+        self._statuses.clear()
+        self.fail_fetch.clear()
         self.requests = self.accepted_count = 0
 
     def _reply_for(self, form: dict[str, str]) -> Reply:
@@ -323,10 +331,13 @@ class TwilioServer:
     async def _fetch(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._error(401, 20003, "Authenticate")
+        if (failure := self.fail_fetch.get(request.match_info["sid"])) is not None:
+            return self._error(failure.status, failure.code or failure.status, failure.message)
         message = self._by_sid.get(request.match_info["sid"])
         if message is None:
             return self._error(404, 20404, f"The requested resource {request.path} was not found")
-        return web.json_response(self._resource(message, "queued"))
+        status, error_code = self._statuses.get(message.sid, ("queued", None))
+        return web.json_response(self._resource(message, status, error_code))
 
     async def _list(self, request: web.Request) -> web.Response:
         """Messages newest first, filtered by To, From and DateSent (=, <=, >=), one page at a time.
@@ -362,16 +373,16 @@ class TwilioServer:
             "uri": uri(page), "first_page_uri": uri(0), "previous_page_uri": uri(page - 1) if page else None,
             "next_page_uri": uri(page + 1) if more else None})
 
-    def _resource(self, m: SentMessage, status: str) -> dict[str, Any]:
+    def _resource(self, m: SentMessage, status: str, error_code: int | None = None) -> dict[str, Any]:
         created = format_datetime(m.date_created, usegmt=False)
         uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{m.sid}"
         return {
             "account_sid": self.account_sid, "api_version": API_VERSION, "body": m.body,
             "date_created": created, "date_sent": created if status == "sent" else None, "date_updated": created,
-            "direction": "outbound-api", "error_code": None, "error_message": None,
+            "direction": "outbound-api", "error_code": error_code, "error_message": None,
             "from": m.from_, "messaging_service_sid": m.messaging_service_sid, "num_media": "0",
             "num_segments": str(m.num_segments), "price": None, "price_unit": "USD", "sid": m.sid,
-            "status": status if m.from_ else "accepted", "to": m.to, "uri": uri + ".json",
+            "status": status if m.from_ or m.sid in self._statuses else "accepted", "to": m.to, "uri": uri + ".json",
             "subresource_uris": {"media": uri + "/Media.json", "feedback": uri + "/Feedback.json"},
         }
 
