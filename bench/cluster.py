@@ -1,6 +1,6 @@
 """SIMS time-to-notify on a 3-node JetStream cluster on loopback (every stream and bucket replicated 3 times).
 
-    .venv/bin/python -m bench.cluster [--quick] [--sizes 10,200] [--json FILE]
+    .venv/bin/python -m bench.cluster [--quick] [--sizes 10,200,2000] [--json FILE]
 
 The cluster is `sims.adapters.nats_server.LocalCluster` (the one the fault tests use), each node with
 `sync_interval: always`; SIMS connects with every node's URL and picks 3 replicas itself. The worker
@@ -23,9 +23,9 @@ from typing import Any
 from bench.common import Providers, Scenario, fmt_s, machine, run_folder, summarise
 
 LABEL = "SIMS, 3-node cluster (R3), worker in-process"
-SIZES = (10, 200)  # what the cluster mode reports; 2,000 is left to the single-node modes
-FULL_RUNS = {10: 20, 200: 10, 2000: 0}
-QUICK_RUNS = {10: 3, 200: 2, 2000: 0}
+SIZES = (10, 200, 2000)
+FULL_RUNS = {10: 20, 200: 10, 2000: 3}
+QUICK_RUNS = {10: 3, 200: 2, 2000: 1}
 
 
 async def run_cluster(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int],
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer runs (for smoke tests)")
-    parser.add_argument("--sizes", default="10,200")
+    parser.add_argument("--sizes", default="10,200,2000")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     from bench.notify import parse_sizes
