@@ -200,7 +200,7 @@ async def test_fetch_status_answers_status_and_error_code_none_when_unknown_and_
 
         accepted = await sender.send(OutgoingSms(key="k1", to="+447700900123", body="hello"))
         sid = accepted.provider_id
-        assert await sender.fetch_status(sid) == ("queued", None)
+        assert await sender.fetch_status(sid) == ("delivered", None)  # where its (default) callbacks end
         twilio_server.set_status(sid, "undelivered", 30003)
         assert await sender.fetch_status(sid) == ("undelivered", "30003")
         assert await sender.fetch_status("SM" + "0" * 32) is None

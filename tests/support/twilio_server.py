@@ -189,6 +189,7 @@ class TwilioServer:
         self.messages: list[SentMessage] = []
         self.requests = 0  # every create request, whatever the answer
         self.accepted_count = 0
+        self.fetches = 0  # lookups of one message by SID
         self.callbacks: list[CallbackAttempt] = []
         self._by_sid: dict[str, SentMessage] = {}
         self._statuses: dict[str, tuple[str, int | None]] = {}  # set_status: what a fetch of a SID answers
@@ -220,7 +221,8 @@ class TwilioServer:
         return self._script.fail_to
 
     def set_status(self, sid: str, status: str, error_code: int | None = None) -> None:
-        """What a fetch of this message (GET .../Messages/{sid}.json) answers from now on (default: queued)."""
+        """What a fetch of this message (GET .../Messages/{sid}.json) answers from now on (default: the last
+        status its callbacks report when the server sends callbacks, else queued)."""
         self._statuses[sid] = (status, error_code)
 
     def reset(self) -> None:
@@ -324,6 +326,10 @@ class TwilioServer:
         if self.record:
             self.messages.append(message)
             self._by_sid[message.sid] = message
+        if self.send_callbacks and reply.callbacks:  # where the message ends up at Twilio, reported or not
+            final = reply.callbacks[-1]
+            self._statuses.setdefault(message.sid, (final, reply.callback_error_code
+                                                    if final in ("failed", "undelivered") else None))
         if message.status_callback and self.send_callbacks:
             self._spawn(self._callbacks_for(message, reply))
         return web.json_response(self._resource(message, "queued"), status=201)
@@ -331,6 +337,7 @@ class TwilioServer:
     async def _fetch(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._error(401, 20003, "Authenticate")
+        self.fetches += 1
         if (failure := self.fail_fetch.get(request.match_info["sid"])) is not None:
             return self._error(failure.status, failure.code or failure.status, failure.message)
         message = self._by_sid.get(request.match_info["sid"])
