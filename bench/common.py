@@ -263,6 +263,8 @@ class Providers:
     auth_token: str = ""
     smtp_port: int = 0
     counts: dict[str, Any] = field(default_factory=dict)
+    twilio_delay: float = 0.0  # seconds the Twilio-like server takes to answer each request
+    smtp_delay: float = 0.0  # seconds the SMTP sink takes to answer each end of data
 
     def start(self) -> Providers:
         from sims.adapters.nats_server import free_port
@@ -270,9 +272,10 @@ class Providers:
         env = child_env()
         self.twilio = subprocess.Popen(
             [PYTHON, "-m", "tests.support.twilio_server", "--port", str(free_port()), "--no-record",
-             "--auth-token", TWILIO_TOKEN],
+             "--auth-token", TWILIO_TOKEN, "--delay", str(self.twilio_delay)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-        self.smtp = subprocess.Popen([PYTHON, "-m", "bench.smtp_sink", "--port", str(free_port())],
+        self.smtp = subprocess.Popen([PYTHON, "-m", "bench.smtp_sink", "--port", str(free_port()),
+                                      "--delay", str(self.smtp_delay)],
                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      start_new_session=True)
         try:

@@ -1,9 +1,16 @@
 """Run every benchmark once, print one table, write bench/results/latest.json and time_to_notify.png.
 
     .venv/bin/python -m bench [--quick] [--sizes 10,200,2000] [--skip-apprise] [--skip-workers] [--skip-cluster]
+                              [--skip-scale-out]
 
 Contenders share one synthetic scenario and one pair of local providers (Twilio-like server, SMTP sink),
 each in its own process; each contender gets its own fresh nats-server.
+
+Scale-out: on this machine the local providers answer at once, so 1 and 2 `sims worker` processes are
+both bound by its 2 cores (shared with nats-server and the providers). A second pair of providers that
+take as long as real ones (`SLOW`: the Twilio-like server 150 ms a request, the SMTP sink 20 ms an end
+of data, as a relay queueing to disk) shows what a second worker adds when the providers' answers,
+not the CPU, set the pace.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ FULL = {"inproc": {10: 20, 200: 20, 2000: 3}, "proc1": {10: 3, 200: 5, 2000: 1},
         "cluster": {10: 20, 200: 10, 2000: 3}}
 QUICK = {"inproc": {10: 3, 200: 2, 2000: 1}, "proc1": {10: 2, 200: 1, 2000: 1}, "proc2": {10: 2, 200: 1, 2000: 1},
          "floor": {10: 3, 200: 2, 2000: 1}, "apprise": {10: 2, 200: 1, 2000: 1}, "cluster": {10: 3, 200: 2, 2000: 1}}
+SLOW = {"twilio_delay": 0.15, "smtp_delay": 0.02}  # seconds: providers that answer as real ones do
+SCALE_SIZES = [200, 2000]  # 200 first: also the warm-up
+SCALE_RUNS = {"full": {200: 3, 2000: 1}, "quick": {200: 1, 2000: 1}}
 TARGET_P99_200_S = 1.0
 TARGET_FLOOR_RATIO = 2.0
 
@@ -47,6 +57,19 @@ async def run_all(scenario: Scenario, providers: Providers, tmp: Path, sizes: li
         apprise_bench.FULL_RUNS = apprise_bench.QUICK_RUNS = plan["apprise"]
         contenders["apprise"] = await apprise_bench.bench_apprise(scenario, providers, sizes, quick=False)
     return contenders
+
+
+async def run_scale_out(scenario: Scenario, providers: Providers, tmp: Path, runs: dict[int, int]) -> dict[str, Any]:
+    """1 and 2 `sims worker` processes against the slow providers (see the module's doc)."""
+    from bench import notify
+
+    out: dict[str, Any] = {}
+    for mode in ("proc1", "proc2"):
+        label = f"{notify.MODE_LABEL[mode]}, slow providers"
+        print(f"{label}:", flush=True)
+        result = await notify.run_mode(mode, scenario, providers, tmp / "slow", SCALE_SIZES, runs)
+        out[f"sims_{mode}_slow"] = {**result, "label": label}
+    return out
 
 
 def expected_messages(scenario: Scenario, sizes: list[int], plan: dict[str, dict[int, int]],
@@ -83,6 +106,9 @@ def analyse(contenders: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
             "two_workers_over_one_msgs_per_s": ratio(
                 contenders.get("sims_proc2", {}).get("sizes", {}).get(n),
                 contenders.get("sims_proc1", {}).get("sizes", {}).get(n), "msgs_per_s_p50"),
+            "two_workers_over_one_msgs_per_s_slow_providers": ratio(
+                contenders.get("sims_proc2_slow", {}).get("sizes", {}).get(n),
+                contenders.get("sims_proc1_slow", {}).get("sizes", {}).get(n), "msgs_per_s_p50"),
         }
     targets: dict[str, Any] = {}
     if "200" in sims:
@@ -118,6 +144,9 @@ def table(contenders: dict[str, Any], analysis: dict[str, Any], sizes: list[int]
         two = analysis["ratios"][n]["two_workers_over_one_msgs_per_s"]
         if two is not None:
             rows.append(f"2 `sims worker` processes vs 1, N={n}: {two:.2f}x the messages per second")
+        slow = analysis["ratios"][n]["two_workers_over_one_msgs_per_s_slow_providers"]
+        if slow is not None:
+            rows.append(f"2 `sims worker` processes vs 1 with slow providers, N={n}: {slow:.2f}x the messages per second")
         replicated = analysis["ratios"][n]["cluster_over_single_p99"]
         if replicated is not None:
             rows.append(f"3-node cluster vs single node (worker in-process), N={n}: p99 {replicated:.2f}x")
@@ -130,7 +159,7 @@ def table(contenders: dict[str, Any], analysis: dict[str, Any], sizes: list[int]
 def plot(contenders: dict[str, Any], sizes: list[int], path: Path) -> str:
     """A PNG with matplotlib if it is installed, else a hand-written SVG (path with .svg)."""
     series = [(c.get("label", k), [c.get("sizes", {}).get(str(n)) for n in sizes]) for k, c in contenders.items()
-              if c.get("sizes")]
+              if c.get("sizes") and not k.endswith("_slow")]  # the slow providers' runs answer another question
     try:
         import matplotlib
 
@@ -208,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-apprise", action="store_true")
     parser.add_argument("--skip-workers", action="store_true", help="no `sims worker` subprocess modes")
     parser.add_argument("--skip-cluster", action="store_true", help="no 3-node cluster mode (bench/cluster.py)")
+    parser.add_argument("--skip-scale-out", action="store_true", help="no 1 vs 2 workers against slow providers")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     sizes = parse_sizes(args.sizes)
@@ -222,15 +252,23 @@ def main(argv: list[str] | None = None) -> None:
         with Providers() as providers:
             contenders = asyncio.run(run_all(scenario, providers, tmp, sizes, plan, modes, not args.skip_apprise,
                                              not args.skip_cluster))
+        slow_counts: dict[str, Any] = {}
+        if not args.skip_workers and not args.skip_scale_out and set(SCALE_SIZES) <= set(sizes):
+            with Providers(**SLOW) as slow:
+                contenders.update(asyncio.run(run_scale_out(
+                    scenario, slow, tmp, SCALE_RUNS["quick" if args.quick else "full"])))
+            slow_counts = slow.counts
     analysis = analyse(contenders, sizes)
     text = table(contenders, analysis, sizes)
     args.out.mkdir(parents=True, exist_ok=True)
     picture = plot(contenders, sizes, args.out / "time_to_notify.png")
     elapsed = time.monotonic() - started
-    expected = expected_messages(scenario, sizes, plan, [k for k, c in contenders.items() if not c.get("skipped")])
+    expected = expected_messages(scenario, sizes, plan, [k for k, c in contenders.items()
+                                                         if not c.get("skipped") and not k.endswith("_slow")])
     result = {"machine": {**machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
               "elapsed_s": elapsed, "expected_messages": expected, "sizes": sizes, "runs": plan,
-              "provider_counts": providers.counts, "contenders": contenders, **analysis,
+              "provider_counts": providers.counts, "slow_providers": {**SLOW, "counts": slow_counts},
+              "contenders": contenders, **analysis,
               "notes": {
                   "time_to_notify": "SIMS: max(accepted_at) - the raise command's result; floor: last acceptance "
                                     "- before its first publish; Apprise: last successful call - before the first",
@@ -246,6 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"providers: Twilio-like accepted {twilio.get('accepted')} of {twilio.get('requests')} requests, SMTP "
           f"{smtp.get('accepted')} mails over {smtp.get('connections')} connections; expected {expected['sms']} SMS + "
           f"{expected['email']} emails: {'exact, none lost or doubled' if exact else 'MISMATCH'}")
+    if slow_counts:
+        runs = SCALE_RUNS["quick" if args.quick else "full"]
+        want = [sum(scenario.mix(n)[i] * (runs[n] + (n == SCALE_SIZES[0])) for n in SCALE_SIZES) * 2 for i in (0, 1)]
+        got = [slow_counts.get("twilio", {}).get("accepted"), slow_counts.get("smtp", {}).get("accepted")]
+        print(f"slow providers (Twilio-like {SLOW['twilio_delay'] * 1000:.0f} ms, SMTP {SLOW['smtp_delay'] * 1000:.0f} ms): "
+              f"accepted {got[0]} SMS + {got[1]} emails; expected {want[0]} + {want[1]}: "
+              f"{'exact, none lost or doubled' if got == want else 'MISMATCH'}")
     sims = contenders.get("sims_inproc", {}).get("sizes", {})
     for n in map(str, sizes):
         if n in sims:

@@ -88,7 +88,8 @@ def build_senders(settings: Settings) -> dict[Channel, object]:
 
         email = SmtpEmailSender(settings.smtp_host, settings.smtp_port, settings.smtp_tls, settings.smtp_username,
                                 settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-                                from_addr=settings.smtp_from, connections=settings.smtp_connections)
+                                from_addr=settings.smtp_from, connections=settings.smtp_connections,
+                                in_doubt=settings.smtp_in_doubt)
     else:
         email = OutboxSender.for_email(settings.data_dir)
     return {Channel.SMS: sms, Channel.WHATSAPP: sms, Channel.EMAIL: email}

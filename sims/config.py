@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     sms_rate: float = Field(0, ge=0, description="SMS/WhatsApp messages a second to the provider (0: no limit).")
     email_rate: float = Field(0, ge=0, description="Emails a second to the SMTP server (0: no limit).")
     smtp_connections: int = Field(4, ge=1, le=16, description="Reused SMTP connections.")
+    smtp_in_doubt: int = Field(1, ge=1, le=16, description="Emails the SMTP server may have taken before their "
+                               "record is written, at once: a worker killed mid-send sends at most this many "
+                               "twice. 1 (safe) takes one email per end-of-data answer; more suits a slow relay.")
     retention_days: int = Field(365, ge=0, description="Days after an incident is closed or stood down before "
                                 "its personal data (restricted details, recipients' addresses, links, outbox copies) "
                                 "is erased by the worker; 0: as soon as its last messages are out.")

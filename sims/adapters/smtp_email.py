@@ -46,20 +46,24 @@ class SmtpEmailSender:
 
     With `recorded`, a send commits like this: the envelope and the message go over each connection
     at once, but the end of the data (the moment the server takes the mail) and `recorded(accepted)`
-    happen under one lock for the whole sender. So at any moment at most one email is taken by the
-    server and not yet recorded: a process killed mid-send can cause one email to be sent twice on
-    redelivery, however many connections it had (an SMTP server cannot be asked what it took).
+    happen under one semaphore of `in_doubt` places for the whole sender (default one: a lock). So at
+    any moment at most `in_doubt` emails are taken by the server and not yet recorded: a process killed
+    mid-send can cause that many emails to be sent twice on redelivery, however many connections it
+    had (an SMTP server cannot be asked what it took). With one, the sender takes at most one email
+    per end-of-data answer; a relay that answers slowly (it queues each mail to disk first) is worth
+    more places, or more workers.
     """
 
     records_on_commit = True
 
     def __init__(self, host: str, port: int, tls: Tls = "starttls", username: str | None = None,
                  password: str | None = None, *, from_addr: str, name: str = "smtp", timeout: float = 10,
-                 connections: int = 1, idle_check: float = 5.0, validate_certs: bool = True) -> None:
+                 connections: int = 1, idle_check: float = 5.0, validate_certs: bool = True,
+                 in_doubt: int = 1) -> None:
         if tls not in ("none", "starttls", "tls"):
             raise ValueError(f"tls must be none, starttls or tls, not {tls!r}")
-        if connections < 1:
-            raise ValueError("connections must be at least 1")
+        if connections < 1 or in_doubt < 1:
+            raise ValueError("connections and in_doubt must be at least 1")
         self.name = name
         self._host = host
         self._port = port
@@ -75,7 +79,7 @@ class SmtpEmailSender:
         self._validate_certs = validate_certs
         self._idle: asyncio.Queue[_Connection] | None = None
         self._all: list[_Connection] = []
-        self._commit = asyncio.Lock()  # end of data + record: one email at a time (see the class doc)
+        self._commit = asyncio.Semaphore(in_doubt)  # end of data + record: `in_doubt` at a time (class doc)
 
     def _new_client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(

@@ -39,6 +39,7 @@ class RecordingHandler:
         self.data_response: str | None = None  # e.g. "451 4.3.0 Try again later"
         self.delay = 0.0
         self.received = asyncio.Event()
+        self.in_data = self.most_in_data = 0  # ends of data being answered now, and the most at once
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
@@ -48,8 +49,13 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        self.in_data += 1
+        self.most_in_data = max(self.most_in_data, self.in_data)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+        finally:
+            self.in_data -= 1
         if self.data_response:
             return self.data_response
         raw = cast(bytes, envelope.original_content or envelope.content)

@@ -389,7 +389,8 @@ class TwilioServer:
             "direction": "outbound-api", "error_code": error_code, "error_message": None,
             "from": m.from_, "messaging_service_sid": m.messaging_service_sid, "num_media": "0",
             "num_segments": str(m.num_segments), "price": None, "price_unit": "USD", "sid": m.sid,
-            "status": status if m.from_ or m.sid in self._statuses else "accepted", "to": m.to, "uri": uri + ".json",
+            # a Messaging Service's message is `accepted` until the service picks a sender and queues it
+            "status": "accepted" if status == "queued" and not m.from_ else status, "to": m.to, "uri": uri + ".json",
             "subresource_uris": {"media": uri + "/Media.json", "feedback": uri + "/Feedback.json"},
         }
 
