@@ -7,7 +7,9 @@ therefore looks those messages up by their SID and applies what Twilio says thro
 `Sending.on_status`, exactly as a callback would: compare-and-set, never backwards, audit
 `message.status`, fallback to the next channel on undelivered/failed.
 
-`due` is the policy (pure); `StatusReconciler` does the reading, fetching and applying.
+`due` is the policy (pure); `StatusReconciler` does the reading, fetching and applying. With several
+workers, one pass runs at a time: a worker takes the pass by compare-and-set on a lease record
+(`lease.status_reconcile` in `sims_deliveries`, good for `every`), and the others skip it.
 
 Which records, when:
 - SMS/WhatsApp records sent through Twilio (`provider` twilio, with a `provider_id`) whose status is
@@ -16,7 +18,8 @@ Which records, when:
   is merely late is not raced);
 - not looked up in the last `every` (SIMS_STATUS_RECONCILE_EVERY, default 5 minutes; remembered in
   memory per message key, so a restarted worker may look one up again early, which is harmless);
-- accepted less than `GIVE_UP_AFTER` (72 hours) ago. Twilio lets a message wait in its queue for
+- accepted less than `GIVE_UP_AFTER` (72 hours) ago (an incident not updated for a day longer than
+  that is not read at all: a pass costs reads of the recent incidents only). Twilio lets a message wait in its queue for
   at most its validity period (10 hours at most) and carriers' receipts come within hours; a
   message still `sent` after three days will stay so (Twilio keeps `sent` when no receipt comes),
   and asking again every few minutes for ever would cost requests for nothing.
@@ -25,7 +28,8 @@ Which records, when:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -33,7 +37,7 @@ import structlog
 
 from sims.model import Incident
 from sims.notify import PROVIDER_TOOK, TERMINAL, Status, advance
-from sims.ports import Clock, DeliveryFailed
+from sims.ports import Clock, DeliveryFailed, KeyValue
 
 if TYPE_CHECKING:
     from sims.config import Settings
@@ -48,6 +52,10 @@ DEFAULT_AFTER = timedelta(minutes=10)
 DEFAULT_EVERY = timedelta(minutes=5)
 GIVE_UP_AFTER = timedelta(hours=72)
 CONCURRENCY = 4
+LEASE_BUCKET, LEASE_KEY = "sims_deliveries", "lease.status_reconcile"
+# A message follows the event that caused it within its retries and fallbacks (well under a day), so
+# an incident untouched for GIVE_UP_AFTER + QUIET has no message left to look up, and is not read.
+QUIET = timedelta(days=1)
 
 
 def _when(value: object) -> datetime | None:
@@ -110,13 +118,43 @@ def status_source(senders: Iterable[object]) -> StatusSource | None:
     return None
 
 
+class _Leased(Exception):
+    """Another worker holds the pass."""
+
+
+def lease_for(kv: KeyValue, bucket: str, key: str, every: timedelta) -> Callable[[datetime], Awaitable[bool]]:
+    """`take(now)`: True when this worker may run a pass now (compare-and-set: one winner among workers).
+
+    The lease lasts a little under `every`, so the holder's own next pass is never refused by it; a
+    worker that died holding it loses it when it runs out.
+    """
+    me = secrets.token_hex(6)
+
+    async def take(now: datetime) -> bool:
+        def claim(old: dict[str, Any] | None) -> dict[str, Any]:
+            until = _when((old or {}).get("until"))
+            if old and old.get("by") != me and until is not None and until > now:
+                raise _Leased()
+            return {"by": me, "until": (now + every * 0.9).isoformat()}
+
+        try:
+            await kv.update(bucket, key, claim)
+        except _Leased:
+            return False
+        return True
+
+    return take
+
+
 class StatusReconciler:
     """Looks up at Twilio the messages `due` picks and applies the answers as status reports."""
 
     def __init__(self, notifications: Notifications, source: StatusSource, clock: Clock, *,
                  after: timedelta = DEFAULT_AFTER, every: timedelta = DEFAULT_EVERY,
-                 give_up: timedelta = GIVE_UP_AFTER, concurrency: int = CONCURRENCY) -> None:
+                 give_up: timedelta = GIVE_UP_AFTER, concurrency: int = CONCURRENCY,
+                 lease: Callable[[datetime], Awaitable[bool]] | None = None) -> None:
         self.notifications, self.source, self.clock = notifications, source, clock
+        self.lease = lease  # shared by the workers (`lease_for`): one pass at a time across them
         self.after, self.every, self.give_up = after, every, give_up
         self.concurrency = concurrency
         self.checked: dict[str, datetime] = {}  # message key -> when it was last looked up
@@ -131,9 +169,17 @@ class StatusReconciler:
         if self._last_run is not None and now - self._last_run < self.every:
             return 0
         self._last_run = now
+        try:
+            if self.lease is not None and not await self.lease(now):
+                return 0  # another worker runs this pass
+        except Exception as exc:  # noqa: BLE001 - NATS trouble: the next pass tries again
+            log.warning("message.status_reconcile_lease_failed", error=str(exc))
+            return 0
         records: list[dict[str, Any]] = []
         for incident in incidents:
             if incident.erased_at is not None:  # retention: its records have nothing left to settle
+                continue
+            if now - incident.updated_at > self.give_up + QUIET:  # every message it caused is past giving up
                 continue
             try:
                 records += await self.notifications.deliveries(incident.id)
@@ -186,6 +232,7 @@ def reconciler_for(notifications: NotificationService, settings: Settings) -> St
     source = status_source({id(s): s for s in notifications.senders.values()}.values())
     if source is None:
         return None
+    every = timedelta(seconds=settings.status_reconcile_every)
     return StatusReconciler(notifications, source, notifications.clock,
-                            after=timedelta(seconds=settings.status_reconcile_after),
-                            every=timedelta(seconds=settings.status_reconcile_every))
+                            after=timedelta(seconds=settings.status_reconcile_after), every=every,
+                            lease=lease_for(notifications.kv, LEASE_BUCKET, LEASE_KEY, every))

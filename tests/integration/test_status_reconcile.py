@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,31 @@ async def test_the_workers_sweeper_reconciles_with_the_configured_timings(
         await stack.wait_for(all_delivered, timeout=20)
     finally:
         await stop()
+
+
+async def test_with_two_workers_one_runs_each_pass(stack: Stack) -> None:  # noqa: F811
+    """Each worker has its reconciler; the lease record lets one of them look the messages up per pass."""
+    from sims.notifications.reconcile import LEASE_BUCKET, LEASE_KEY, lease_for
+
+    incident_id, records = await sent_silently(stack)
+    sms = [r for r in records if r["channel"] == "sms"]
+    for record in sms:
+        stack.twilio.set_status(record["provider_id"], "delivered")
+    every = timedelta(minutes=5)
+    source = status_source(stack.rt.notifications.senders.values())
+    assert source is not None
+    workers = [StatusReconciler(stack.rt.notifications, source, stack.rt.notifications.clock, after=timedelta(0),
+                                every=every, lease=lease_for(stack.rt.kv, LEASE_BUCKET, LEASE_KEY, every))
+               for _ in range(2)]
+    incidents = await queries.list_incidents(stack.rt, reveal=False)
+    fetches = stack.twilio.fetches
+
+    moved = await asyncio.gather(*(w.run(incidents) for w in workers))
+
+    assert sorted(moved) == [0, len(sms)]  # one worker settled them all, the other skipped the pass
+    assert stack.twilio.fetches - fetches == len(sms)  # each message looked up once
+    for record in sms:
+        assert (await record_of(stack, incident_id, record["key"]))["status"] == "delivered"
+        assert len(await status_audits(stack, incident_id, record["key"])) == 1
+    lease = await stack.rt.kv.get(LEASE_BUCKET, LEASE_KEY)
+    assert lease and lease["until"] > stack.rt.notifications.clock.now().isoformat()

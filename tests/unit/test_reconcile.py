@@ -78,9 +78,10 @@ class Clock:
 
 
 class Incident:
-    def __init__(self, id: str, erased: bool = False) -> None:
+    def __init__(self, id: str, erased: bool = False, updated: timedelta = timedelta(hours=1)) -> None:
         self.id = id
         self.erased_at = NOW if erased else None
+        self.updated_at = NOW - updated
 
 
 class Notifications:
@@ -171,6 +172,16 @@ async def test_erased_incidents_are_not_read() -> None:
     assert source.asked == []
 
 
+async def test_incidents_untouched_since_long_before_the_give_up_age_are_not_read() -> None:
+    notifications = Notifications({"old": [record("a", provider_id="SM-a")], "recent": [
+        record("b", provider_id="SM-b")]})
+    source = Source({"SM-a": ("delivered", None), "SM-b": ("delivered", None)})
+    incidents: Any = [Incident("old", updated=GIVE_UP_AFTER + timedelta(days=1, seconds=1)),
+                      Incident("recent", updated=GIVE_UP_AFTER)]
+    assert await reconciler(notifications, source, Clock()).run(incidents) == 1
+    assert source.asked == ["SM-b"]
+
+
 def test_the_status_source_is_found_directly_or_behind_a_failover_sender() -> None:
     class Plain:
         name = "smtp"
@@ -186,3 +197,26 @@ def test_the_status_source_is_found_directly_or_behind_a_failover_sender() -> No
     assert status_source([Plain(), twilio]) is twilio
     assert status_source([Plain(), Failover([Plain(), twilio])]) is twilio
     assert status_source([Plain(), Failover([Plain()])]) is None
+
+
+class LeaseKV:
+    """KeyValue.update as NatsKV does it, for one process: change(old) -> new."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    async def update(self, bucket: str, key: str, change: Any, known: Any = None) -> Any:
+        self.data[key] = new = change(self.data.get(key))
+        return new
+
+
+async def test_the_pass_lease_goes_to_one_worker_until_it_runs_out() -> None:
+    from sims.notifications.reconcile import lease_for
+
+    kv: Any = LeaseKV()
+    first, second = (lease_for(kv, "b", "lease", EVERY) for _ in range(2))
+    assert await first(NOW) and not await second(NOW)
+    assert await first(NOW + EVERY)  # the holder's next pass
+    assert not await second(NOW + EVERY + EVERY * 0.5)
+    assert await second(NOW + EVERY + EVERY)  # the holder died: its lease ran out
+    assert not await first(NOW + EVERY + EVERY)
