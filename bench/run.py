@@ -286,10 +286,11 @@ def main(argv: list[str] | None = None) -> None:
           f"{expected['email']} emails: {'exact, none lost or doubled' if exact else 'MISMATCH'}")
     if slow_counts:
         runs = SCALE_RUNS["quick" if args.quick else "full"]
-        want = [sum(scenario.mix(n)[i] * (runs[n] + (n == SCALE_SIZES[0])) for n in SCALE_SIZES) * 2 for i in (0, 1)]
-        got = [slow_counts.get("twilio", {}).get("accepted"), slow_counts.get("smtp", {}).get("accepted")]
+        want = expected_messages(scenario, SCALE_SIZES, {"proc1_slow": runs, "proc2_slow": runs},
+                                 ["sims_proc1_slow", "sims_proc2_slow"])
+        got = {"sms": slow_counts.get("twilio", {}).get("accepted"), "email": slow_counts.get("smtp", {}).get("accepted")}
         print(f"slow providers (Twilio-like {SLOW['twilio_delay'] * 1000:.0f} ms, SMTP {SLOW['smtp_delay'] * 1000:.0f} ms): "
-              f"accepted {got[0]} SMS + {got[1]} emails; expected {want[0]} + {want[1]}: "
+              f"accepted {got['sms']} SMS + {got['email']} emails; expected {want['sms']} + {want['email']}: "
               f"{'exact, none lost or doubled' if got == want else 'MISMATCH'}")
     sims = contenders.get("sims_inproc", {}).get("sizes", {})
     for n in map(str, sizes):

@@ -70,6 +70,9 @@ class _HttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped libra
             return Response(response.status, text, response.headers)
 
 
+_FAILURES = (TwilioException, TimeoutError, aiohttp.ClientError, OSError, ValueError)  # what `_failure` classifies
+
+
 def _parse_retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value is not None else None
@@ -123,18 +126,8 @@ class TwilioSmsSender:
         token = _retry_after_slot.set(slot)
         try:
             message = await client.messages.create_async(**args)
-        except TwilioRestException as exc:
-            raise _rest_failure(exc.status, exc.code, exc.msg, slot[0]) from exc
-        except TwilioServiceException as exc:
-            raise _rest_failure(exc.status, exc.code, str(exc), slot[0]) from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise DeliveryFailed(provider=PROVIDER, transient=True, code="timeout",
-                                 message=f"no answer from Twilio within {self._timeout:g} s") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise DeliveryFailed(provider=PROVIDER, transient=True, code="connection",
-                                 message=f"{type(exc).__name__}: {exc}") from exc
-        except (TwilioException, ValueError) as exc:  # e.g. a 2xx answer whose body is not JSON
-            raise DeliveryFailed(provider=PROVIDER, transient=True, code="protocol", message=str(exc)) from exc
+        except _FAILURES as exc:
+            raise self._failure(exc, slot[0]) from exc
         finally:
             _retry_after_slot.reset(token)
         return Accepted(provider=PROVIDER, provider_id=str(message.sid), status=str(message.status or "queued"))
@@ -175,25 +168,30 @@ class TwilioSmsSender:
         client = self._get_client()
         try:
             message = await client.messages(provider_id).fetch_async()
-        except TwilioRestException as exc:
-            if exc.status == 404:
+        except _FAILURES as exc:
+            if isinstance(exc, TwilioRestException) and exc.status == 404:
                 return None
-            raise _rest_failure(exc.status, exc.code, exc.msg, None) from exc
-        except TwilioServiceException as exc:
-            raise _rest_failure(exc.status, exc.code, str(exc), None) from exc
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise DeliveryFailed(provider=PROVIDER, transient=True, code="timeout",
-                                 message=f"no answer from Twilio within {self._timeout:g} s") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise DeliveryFailed(provider=PROVIDER, transient=True, code="connection",
-                                 message=f"{type(exc).__name__}: {exc}") from exc
-        except (TwilioException, ValueError) as exc:  # e.g. a 2xx answer whose body is not JSON
-            raise DeliveryFailed(provider=PROVIDER, transient=True, code="protocol", message=str(exc)) from exc
+            raise self._failure(exc, None) from exc
         if not message.status:
             raise DeliveryFailed(provider=PROVIDER, transient=True, code="protocol",
                                  message=f"Twilio answered for {provider_id} without a status")
         code = message.error_code
         return str(message.status), (str(code) if code is not None else None)
+
+    def _failure(self, exc: Exception, retry_after: float | None) -> DeliveryFailed:
+        """One of `_FAILURES` from a request to Twilio, classified (429/5xx/no answer: transient)."""
+        if isinstance(exc, TwilioRestException):
+            return _rest_failure(exc.status, exc.code, exc.msg, retry_after)
+        if isinstance(exc, TwilioServiceException):
+            return _rest_failure(exc.status, exc.code, str(exc), retry_after)
+        if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+            return DeliveryFailed(provider=PROVIDER, transient=True, code="timeout",
+                                  message=f"no answer from Twilio within {self._timeout:g} s")
+        if isinstance(exc, (aiohttp.ClientError, OSError)):
+            return DeliveryFailed(provider=PROVIDER, transient=True, code="connection",
+                                  message=f"{type(exc).__name__}: {exc}")
+        # TwilioException or ValueError: e.g. a 2xx answer whose body is not JSON
+        return DeliveryFailed(provider=PROVIDER, transient=True, code="protocol", message=str(exc))
 
     async def close(self) -> None:
         if self._http is not None:
