@@ -390,7 +390,12 @@ class NatsKV:
         return len(info.state.subjects or {})
 
     async def entries(self, bucket: str, pattern: str = ">") -> dict[str, Any]:
-        """Every key matching `pattern` (NATS wildcards) with its latest value, filtered by the server."""
+        """Every key matching `pattern` (NATS wildcards) with its latest value, filtered by the server.
+
+        A key rewritten while the listing is read can be skipped by the server's last-per-subject walk
+        (its old message is gone, its new one lands after the walk's end); every key that existed when
+        the listing began and was not seen is therefore read on its own.
+        """
         stream, prefix = f"KV_{bucket}", f"$KV.{bucket}."
         info = await self.js.stream_info(stream, subjects_filter=prefix + pattern)
         if not info.state.subjects:
@@ -398,19 +403,25 @@ class NatsKV:
         sub = await self.js.subscribe(prefix + pattern, stream=stream, ordered_consumer=True,
                                       deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
         found: dict[str, Any] = {}
+        seen: set[str] = set()
         try:
             while True:
                 msg = await sub.next_msg(timeout=5.0)
                 key = msg.subject[len(prefix):]
+                seen.add(key)
                 operation = (msg.headers or {}).get("KV-Operation")
                 if operation in ("DEL", "PURGE") or not msg.data:
                     found.pop(key, None)
                 else:
                     found[key] = json.loads(msg.data)
                 if msg.metadata.num_pending == 0:
-                    return found
+                    break
         finally:
             await sub.unsubscribe()
+        for key in (subject[len(prefix):] for subject in info.state.subjects):
+            if key not in seen and (value := await self.get(bucket, key)) is not None:
+                found[key] = value
+        return found
 
     async def update(self, bucket: str, key: str, change: Any,
                      known: tuple[Any | None, int | None] | None = None) -> Any:
