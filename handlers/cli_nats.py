@@ -37,8 +37,10 @@ def setup() -> None:
     """Create or update every stream, consumer and bucket SIMS uses (needs the admin's credentials)."""
     from handlers import cli
     from handlers.serve import prepare_nats
+    from sims.logs import configure
 
     settings = cli._settings()
+    configure("warning", json=False)
     url = settings.resolved_nats_url()
     if not url:
         cli._fail("Set SIMS_NATS_URL (and SIMS_NATS_CREDS to the admin's seed).")

@@ -32,12 +32,27 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+class _TlsUpgradeNotice(logging.Filter):
+    """Drops asyncio's "returning true from eof_received() has no effect when using ssl" warning.
+
+    nats-py upgrades a connection to TLS after the server's INFO (`loop.start_tls`), so asyncio's stream
+    protocol still believes it is plain and warns at every close of a TLS connection; nothing is wrong.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+_TLS_UPGRADE_NOTICE = _TlsUpgradeNotice()
+
+
 def configure(level: str = "info", json: bool = True) -> None:
     """Configure structlog and the standard logging it shares with FastStream and uvicorn."""
     numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
     for noisy in ("faststream", "faststream.access", "nats", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("asyncio").addFilter(_TLS_UPGRADE_NOTICE)  # adding it twice keeps one
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )

