@@ -48,7 +48,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import _is_key_valid
 
-from sims.adapters.group_commit import group_commit
+from sims.adapters.group_commit import GroupCommit, group_commit
 from sims.audit import GENESIS, AuditRecord, seal
 from sims.messages import Event
 from sims.ports import StaleSequence
@@ -233,6 +233,11 @@ async def read_subject(js: JetStreamContext, stream: str, subject: str) -> Async
         await sub.unsubscribe()
 
 
+def _committer(js: JetStreamContext) -> GroupCommit:
+    """The group committer of the connection behind `js` (nats-py keeps it only as `_nc`)."""
+    return group_commit(js._nc)
+
+
 class NatsEventStore:
     """Events per incident on `sims.evt.<id>`; appends are guarded by the subject's last sequence."""
 
@@ -302,7 +307,7 @@ class NatsAuditLog:
                     return int((await publish(self.js, subject, data, headers=headers)).seq)
 
                 try:
-                    stored = await group_commit(self.js._nc).write(AUDIT, subject, data, headers, alone)
+                    stored = await _committer(self.js).write(AUDIT, subject, data, headers, alone)
                 except APIError as exc:
                     if exc.err_code != WRONG_LAST_SEQUENCE:
                         raise
@@ -356,7 +361,7 @@ class NatsKV:
         if not _is_key_valid(key):
             return int(await alone())  # refused there, with the client's own error
         headers = {} if last is None else {"Nats-Expected-Last-Subject-Sequence": str(last)}
-        return await group_commit(self.js._nc).write(f"KV_{bucket}", f"$KV.{bucket}.{key}", payload, headers,
+        return await _committer(self.js).write(f"KV_{bucket}", f"$KV.{bucket}.{key}", payload, headers,
                                                      alone)
 
     async def put(self, bucket: str, key: str, value: Any) -> None:
@@ -481,7 +486,7 @@ class NatsWorkQueue:
         async def alone() -> int:
             return int((await publish(self.js, subject, data, headers=headers)).seq)
 
-        await group_commit(self.js._nc).write(OUTBOX, subject, data, headers, alone)
+        await _committer(self.js).write(OUTBOX, subject, data, headers, alone)
 
 
 TIMER_LEASE = timedelta(seconds=60)  # how long a claimed timer is left to the worker that claimed it
