@@ -17,12 +17,9 @@ Nothing is queued or recorded: Apprise has no queue, audit or retry of its own a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -31,9 +28,8 @@ from bench.common import (
     Providers,
     Scenario,
     fmt_s,
-    machine,
     render_messages,
-    run_folder,
+    run_alone,
     summarise,
 )
 
@@ -115,18 +111,8 @@ async def bench_apprise(scenario: Scenario, providers: Providers, sizes: list[in
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bench.notify import parse_sizes
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sizes", default="10,200,2000")
-    args = parser.parse_args(argv)
-    sizes = parse_sizes(args.sizes)
-    with run_folder("sims-bench-") as tmp_name:
-        scenario = Scenario(Path(tmp_name) / "scenario", sizes)
-        with Providers() as providers:
-            asyncio.run(bench_apprise(scenario, providers, sizes, args.quick))
-    print(f"provider counts: {json.dumps(providers.counts)}; machine: {machine()['cpus']} cpus")
+    run_alone(__doc__, lambda scenario, providers, _tmp, sizes, quick: bench_apprise(scenario, providers, sizes, quick),
+              argv)
 
 
 if __name__ == "__main__":

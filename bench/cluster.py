@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.common import Providers, Scenario, fmt_s, machine, run_folder, summarise
+from bench.common import Providers, Scenario, finish_run, fmt_s, parse_sizes, run_folder, summarise
 
 LABEL = "SIMS, 3-node cluster (R3), worker in-process"
 SIZES = (10, 200, 2000)
@@ -97,7 +96,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="10,200,2000")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    from bench.notify import parse_sizes
     from sims.logs import configure
 
     sizes = parse_sizes(args.sizes)
@@ -109,13 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         with Providers() as providers:
             print(f"{LABEL}:")
             results = asyncio.run(run_cluster(scenario, providers, tmp, sizes, QUICK_RUNS if args.quick else FULL_RUNS))
-        results["providers"] = providers.counts
-    results["machine"] = machine()
-    results["elapsed_s"] = time.monotonic() - started
-    print(f"done in {results['elapsed_s']:.0f} s; provider counts: {json.dumps(providers.counts)}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    finish_run(results, providers.counts, started, args.json)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Everything listens on 127.0.0.1 only; every wait is bounded in time.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import math
 import os
@@ -16,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -188,22 +190,30 @@ def read_line_pump(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
     return lines
 
 
+def _queued_lines(lines: queue.Queue[str | None], timeout: float) -> Iterator[str]:
+    """The lines a pump queued, until its process closed stdout or `timeout` seconds passed.
+
+    The end mark stays in the queue, so a later reader sees the end too.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            return
+        if line is None:
+            lines.put(None)
+            return
+        yield line
+
+
 def read_line(proc: subprocess.Popen[str], timeout: float, want: str | None = None) -> str:
     """The next stdout line (containing `want`, if given) within `timeout` seconds.
 
     A daemon thread per process reads its stdout into a queue (select() on a buffered text pipe misses
     lines already in Python's buffer).
     """
-    lines = read_line_pump(proc)
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            lines.put(None)
-            break
+    for line in _queued_lines(read_line_pump(proc), timeout):
         if want is None or want in line:
             return line.strip()
     raise TimeoutError(f"process {proc.args!r} gave no line{f' with {want!r}' if want else ''} in {timeout}s "
@@ -216,17 +226,7 @@ def rest_of_output(proc: subprocess.Popen[str], timeout: float) -> str:
     if lines is None:
         out, _ = proc.communicate(timeout=timeout)
         return out or ""
-    collected = []
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        collected.append(line)
-    return "".join(collected)
+    return "".join(_queued_lines(lines, timeout))
 
 
 def stop_process(proc: subprocess.Popen[str] | None, timeout: float = 10.0) -> str:
@@ -362,3 +362,43 @@ def _terminate(signum: int, frame: object) -> None:
 def stop_on_sigterm() -> None:
     """SIGTERM ends the run through its finally blocks, so no server or worker is left behind."""
     signal.signal(signal.SIGTERM, _terminate)
+
+
+# ---- command lines ----------------------------------------------------------------------------
+
+def parse_sizes(text: str) -> list[int]:
+    sizes = sorted({int(s) for s in text.split(",") if s.strip()})
+    unknown = [s for s in sizes if s not in TYPE_FOR_SIZE]
+    if unknown:
+        raise SystemExit(f"sizes must be among {sorted(TYPE_FOR_SIZE)}")
+    return sizes
+
+
+Contender = Callable[[Scenario, Providers, Path, list[int], bool], Coroutine[Any, Any, Any]]
+
+
+def run_alone(doc: str | None, contender: Contender, argv: list[str] | None = None) -> None:
+    """One contender on its own (`--quick`, `--sizes`): its scenario and providers, then the providers' counts."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0] if doc else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", default="10,200,2000")
+    args = parser.parse_args(argv)
+    sizes = parse_sizes(args.sizes)
+    with run_folder("sims-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        scenario = Scenario(tmp / "scenario", sizes)
+        with Providers() as providers:
+            asyncio.run(contender(scenario, providers, tmp, sizes, args.quick))
+    print(f"provider counts: {json.dumps(providers.counts)}; machine: {machine()['cpus']} cpus")
+
+
+def finish_run(results: dict[str, Any], counts: dict[str, Any], started: float, path: Path | None) -> None:
+    """Add the providers' counts, the machine and the seconds since `started` (a `time.monotonic()`) to a run's
+    results, print the closing line, and write the results to `path` if one is given."""
+    results["providers"] = counts
+    results["machine"] = machine()
+    results["elapsed_s"] = time.monotonic() - started
+    print(f"done in {results['elapsed_s']:.0f} s; provider counts: {json.dumps(counts)}")
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2))

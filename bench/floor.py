@@ -12,7 +12,6 @@ minus the moment before the first publish.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -25,9 +24,8 @@ from bench.common import (
     Scenario,
     cpu_per_message,
     fmt_s,
-    machine,
     render_messages,
-    run_folder,
+    run_alone,
     summarise,
 )
 
@@ -143,20 +141,7 @@ async def bench_floor(scenario: Scenario, providers: Providers, tmp: Path, sizes
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bench.notify import parse_sizes
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sizes", default="10,200,2000")
-    args = parser.parse_args(argv)
-    sizes = parse_sizes(args.sizes)
-    with run_folder("sims-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        scenario = Scenario(tmp / "scenario", sizes)
-        with Providers() as providers:
-            result = asyncio.run(bench_floor(scenario, providers, tmp, sizes, args.quick))
-    print(f"provider counts: {json.dumps(providers.counts)}; machine: {machine()['cpus']} cpus")
-    _ = result
+    run_alone(__doc__, bench_floor, argv)
 
 
 if __name__ == "__main__":

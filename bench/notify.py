@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -37,10 +36,11 @@ from bench.common import (
     Providers,
     Scenario,
     child_env,
-    fmt_s,
-    machine,
     cpu_per_message,
+    finish_run,
+    fmt_s,
     now,
+    parse_sizes,
     read_line,
     run_folder,
     stop_on_sigterm,
@@ -246,14 +246,6 @@ async def bench_sims(scenario: Scenario, providers: Providers, tmp: Path, sizes:
     return out
 
 
-def parse_sizes(text: str) -> list[int]:
-    sizes = sorted({int(s) for s in text.split(",") if s.strip()})
-    unknown = [s for s in sizes if s not in TYPE_FOR_SIZE]
-    if unknown:
-        raise SystemExit(f"sizes must be among {sorted(TYPE_FOR_SIZE)}")
-    return sizes
-
-
 def main(argv: list[str] | None = None) -> None:
     stop_on_sigterm()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -274,13 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:
             results = asyncio.run(bench_sims(scenario, providers, tmp, sizes, modes, args.quick))
-        results["providers"] = providers.counts
-    results["machine"] = machine()
-    results["elapsed_s"] = time.monotonic() - started
-    print(f"done in {results['elapsed_s']:.0f} s; provider counts: {json.dumps(providers.counts)}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    finish_run(results, providers.counts, started, args.json)
 
 
 if __name__ == "__main__":

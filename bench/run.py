@@ -24,7 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, Providers, Scenario, fmt_s, machine, run_folder, stop_on_sigterm
+from bench.common import (
+    RESULTS,
+    Providers,
+    Scenario,
+    fmt_s,
+    machine,
+    parse_sizes,
+    run_folder,
+    stop_on_sigterm,
+)
 
 # Runs per size, chosen so the whole default run stays under ~8 minutes on 2 cores.
 FULL = {"inproc": {10: 20, 200: 20, 2000: 3}, "proc1": {10: 3, 200: 5, 2000: 1}, "proc2": {10: 3, 200: 5, 2000: 1},
@@ -228,7 +237,6 @@ def _svg(series: list[tuple[str, list[Any]]], sizes: list[int], path: Path) -> s
 def main(argv: list[str] | None = None) -> None:
     stop_on_sigterm()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    from bench.notify import parse_sizes
     from sims.logs import configure
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
