@@ -7,16 +7,12 @@ import asyncio
 import base64
 import json
 import os
-import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from handlers.auth import UserStore
@@ -31,6 +27,7 @@ from sims.erasure import ERASED, ErasureRefused
 from sims.messages import Event, EventType, Transition, Trigger
 from sims.ports import OutgoingEmail, OutgoingSms
 from tests.support.api import api_client
+from tests.support.console import PASSWORD, signed_in
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.smtp_server import SmtpServer
 from tests.support.stack import SECRET_WORDS, Stack, protocol_without_steps, stack, start_stack  # noqa: F401
@@ -234,20 +231,6 @@ async def test_the_outbox_loses_an_incidents_messages_and_keeps_the_others(tmp_p
     assert erase_incident(tmp_path, "gone") == 0
     await sms.send(OutgoingSms(key="kept.update.p1.sms.1", to="+447700900123", body="Appends still work"))
     assert [e["key"] for e in read_outbox(tmp_path, None)] == ["kept.holding.p1.sms.1", "kept.update.p1.sms.1"]
-
-
-PASSWORD = "a long passphrase for tests"
-
-
-@asynccontextmanager
-async def signed_in(stack: Stack, username: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=20) as client:
-        form = await client.get(f"{stack.http_url}/console/sign-in")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-        answer = await client.post(f"{stack.http_url}/console/sign-in", data={
-            "username": username, "password": PASSWORD, "csrf_token": token, "next": "/console"})
-        assert answer.status_code == 303, answer.text
-        yield client
 
 
 async def test_the_workers_sweeper_erases_once_retention_ends_and_the_api_shows_it(

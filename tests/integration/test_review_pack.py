@@ -8,8 +8,6 @@ import io
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,12 @@ from handlers.auth import UserStore
 from sims.adapters.nats_server import NatsServer
 from sims.fund import ApproveClaim, EditClaim, SubmitClaim
 from sims.messages import ActOnTask
+from tests.support.console import PASSWORD, signed_in
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.stack import SECRET_WORDS, Stack, full_stack  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/l/[a-z0-9]{17}\.[A-Za-z0-9_-]{16}")
-PASSWORD = "a long passphrase for tests"
 EVIDENCE = "Patrols 22:00-02:00 on Rye Lane, 14 stops, leaflets to 40 homes"
 
 
@@ -178,14 +176,3 @@ async def test_the_cli_and_the_console_make_the_same_pack_with_the_verified_last
     assert all(r["incident_id"] == case["id"] for r in produced)
     refusals = [r async for r in stack.rt.audit.records("system") if r["action"] == "console.refused"]
     assert any(r["actor"] == "view.one" and "restricted" in r["detail"].get("what", "") for r in refusals)
-
-
-@asynccontextmanager
-async def signed_in(stack: Stack, username: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=20) as client:
-        form = await client.get(f"{stack.http_url}/console/sign-in")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-        answer = await client.post(f"{stack.http_url}/console/sign-in", data={
-            "username": username, "password": PASSWORD, "csrf_token": token, "next": "/console"})
-        assert answer.status_code == 303, answer.text
-        yield client

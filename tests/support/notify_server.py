@@ -15,16 +15,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import secrets
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any
 
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import web
 from notifications_python_client.authentication import decode_jwt_token, get_token_issuer
 from notifications_python_client.errors import TokenError
+
+from tests.support.http_server import LocalHttpServer
 
 ERROR_NAMES = {400: "BadRequestError", 403: "AuthError", 429: "RateLimitError", 500: "Internal server error",
                503: "ServiceUnavailable"}
@@ -52,7 +53,7 @@ class Receipt:
 
 
 @dataclass
-class NotifyServer:
+class NotifyServer(LocalHttpServer):
     """Speaks `POST /v2/notifications/sms|email` on 127.0.0.1 and posts receipts to `callback_url`."""
 
     callback_url: str | None = None
@@ -75,18 +76,12 @@ class NotifyServer:
     def __post_init__(self) -> None:
         self._script: collections.deque[int] = collections.deque()
         self._window: collections.deque[float] = collections.deque()
-        self._runner: web.AppRunner | None = None
-        self._session: ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        super().__init__()
 
     @property
     def api_key(self) -> str:
         """A key shaped like Notify's: `{name}-{service id}-{secret}`."""
         return f"sims_local-{self.service_id}-{self.secret}"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def script(self, *statuses: int) -> None:
         """Refuse the next requests with these statuses, in order; then answer normally."""
@@ -94,40 +89,12 @@ class NotifyServer:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> Self:
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
         app.router.add_post("/v2/notifications/sms", self._sms)
         app.router.add_post("/v2/notifications/email", self._email)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        self._session = ClientSession(timeout=ClientTimeout(total=5))
-        return self
 
     async def drain_receipts(self, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self._drain(timeout)
 
     # -- HTTP --------------------------------------------------------------------------------------
 
@@ -217,11 +184,6 @@ class NotifyServer:
         return await self._create(request, "email")
 
     # -- receipts ----------------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _receipt(self, notification: Sent) -> None:
         if self.receipt_delay:

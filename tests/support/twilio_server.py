@@ -24,17 +24,18 @@ import json
 import random
 import secrets
 import signal
-import socket
 import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
-from typing import Any, Self
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
-from aiohttp import ClientSession, ClientTimeout, encode_basic_auth, web
+from aiohttp import encode_basic_auth, web
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+
+from tests.support.http_server import LocalHttpServer, serve
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 31 + "1"
 DEFAULT_AUTH_TOKEN = "local-twilio-auth-token-0123456789"
@@ -169,14 +170,17 @@ def _sent_matches(sent: datetime, op: str, bound: datetime | date) -> bool:
     return {"=": day == bound, "<": day <= bound, ">": day >= bound}[op]
 
 
-class TwilioServer:
+class TwilioServer(LocalHttpServer):
     """Speaks `POST /2010-04-01/Accounts/{sid}/Messages.json`, GET of one message and the list, on 127.0.0.1."""
+
+    _backlog: ClassVar[int] = 1024
 
     def __init__(self, *, account_sid: str = DEFAULT_ACCOUNT_SID, auth_token: str = DEFAULT_AUTH_TOKEN,
                  port: int = 0, host: str = "127.0.0.1", record: bool = True,
                  send_callbacks: bool = True, callback_delay: float = 0.0,
                  callbacks_shuffled: bool = False, callbacks_duplicated: bool = False,
                  seed: int | None = None) -> None:
+        super().__init__()
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.host = host
@@ -198,9 +202,6 @@ class TwilioServer:
         self._random = random.Random(seed)
         self._validator = RequestValidator(auth_token)
         self._auth = encode_basic_auth(account_sid, auth_token)
-        self._runner: web.AppRunner | None = None
-        self._session: ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- scripting ---------------------------------------------------------------------------------
 
@@ -245,48 +246,15 @@ class TwilioServer:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def start(self) -> Self:
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
         prefix = f"/{API_VERSION}/Accounts/{{account_sid}}"
         app.router.add_post(prefix + "/Messages.json", self._create)
         app.router.add_get(prefix + "/Messages/{sid}.json", self._fetch)
         app.router.add_get(prefix + "/Messages.json", self._list)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock, backlog=1024).start()
-        self._session = ClientSession(timeout=ClientTimeout(total=5))
-        return self
 
     async def drain_callbacks(self, timeout: float = 5.0) -> None:
         """Wait until every scheduled status callback has been made."""
-        async with asyncio.timeout(timeout):
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self._drain(timeout)
 
     # -- HTTP --------------------------------------------------------------------------------------
 
@@ -396,11 +364,6 @@ class TwilioServer:
 
     # -- status callbacks --------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def callback_params(self, message: SentMessage, status: str, error_code: int | None = None) -> dict[str, str]:
         """The form fields Twilio posts to a StatusCallback URL."""
         params = {
@@ -498,12 +461,7 @@ class WebhookReceiver:
     async def start(self) -> WebhookReceiver:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await serve(app, "127.0.0.1", 0, reuse_address=False)
         return self
 
     async def stop(self) -> None:
