@@ -361,8 +361,7 @@ class NatsKV:
         if not _is_key_valid(key):
             return int(await alone())  # refused there, with the client's own error
         headers = {} if last is None else {"Nats-Expected-Last-Subject-Sequence": str(last)}
-        return await _committer(self.js).write(f"KV_{bucket}", f"$KV.{bucket}.{key}", payload, headers,
-                                                     alone)
+        return await _committer(self.js).write(f"KV_{bucket}", f"$KV.{bucket}.{key}", payload, headers, alone)
 
     async def put(self, bucket: str, key: str, value: Any) -> None:
         kv = await self.bucket(bucket)

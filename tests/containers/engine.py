@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 OFFICIAL_PYTHON = "python:3.11-slim"
@@ -45,8 +45,8 @@ class Engine:
     """A running Docker engine; `compose` is the compose command (v2 plugin or v1) as argv."""
 
     compose: list[str]
+    images: dict[str, str]  # compose variable -> image to use
     started: subprocess.Popen[bytes] | None = None
-    images: dict[str, str] = field(default_factory=dict)  # compose variable -> image to use
 
     def stop(self) -> None:
         if self.started is not None:
@@ -80,6 +80,7 @@ def start_engine(log_dir: Path) -> Engine:
         deadline = time.monotonic() + 90
         while not answers():
             if started.poll() is not None or time.monotonic() > deadline:
+                started.kill()
                 raise RuntimeError(f"dockerd did not start; see {log_dir / 'dockerd.log'}")
             time.sleep(0.5)
     if run("docker", "compose", "version", check=False).returncode == 0:
@@ -87,9 +88,7 @@ def start_engine(log_dir: Path) -> Engine:
     else:
         install_packages()
         compose = ["docker-compose"]
-    engine = Engine(compose=compose, started=started)
-    engine.images = {"PYTHON_IMAGE": python_image(), "NATS_IMAGE": nats_image()}
-    return engine
+    return Engine(compose, {"PYTHON_IMAGE": python_image(), "NATS_IMAGE": nats_image()}, started)
 
 
 def present(image: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from typing import Any, ClassVar, Self
 
@@ -25,7 +26,7 @@ async def serve(app: web.Application, host: str, port: int, *, backlog: int = 12
     return runner, bound
 
 
-class LocalHttpServer:
+class LocalHttpServer(ABC):
     """Base of a fake server: `start` serves the routes `_routes` adds on `host`:`port` (0: a free port, set
     once bound); `_spawn` runs a call out in the background; `stop` cancels those and closes everything."""
 
@@ -38,8 +39,9 @@ class LocalHttpServer:
         self._session: ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @abstractmethod
     def _routes(self, app: web.Application) -> None:
-        raise NotImplementedError
+        """Add the server's routes to `app` (each fake server has its own)."""
 
     @property
     def base_url(self) -> str:
