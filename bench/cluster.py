@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from handlers import loop as event_loop
 from bench.common import Providers, Scenario, finish_run, fmt_s, parse_sizes, run_folder, summarise
 
 LABEL = "SIMS, 3-node cluster (R3), worker in-process"
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:
             print(f"{LABEL}:")
-            results = asyncio.run(run_cluster(scenario, providers, tmp, sizes, QUICK_RUNS if args.quick else FULL_RUNS))
+            results = event_loop.run(run_cluster(scenario, providers, tmp, sizes, QUICK_RUNS if args.quick else FULL_RUNS))
     finish_run(results, providers.counts, started, args.json)
 
 

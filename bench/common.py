@@ -6,7 +6,6 @@ Everything listens on 127.0.0.1 only; every wait is bounded in time.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import os
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from handlers import loop as event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -388,7 +389,7 @@ def run_alone(doc: str | None, contender: Contender, argv: list[str] | None = No
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:
-            asyncio.run(contender(scenario, providers, tmp, sizes, args.quick))
+            event_loop.run(contender(scenario, providers, tmp, sizes, args.quick))
     print(f"provider counts: {json.dumps(providers.counts)}; machine: {machine()['cpus']} cpus")
 
 

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from handlers import loop as event_loop
 from bench.common import (
     LINK_SECRETS,
     PYTHON,
@@ -173,7 +174,7 @@ async def one_run(rt: Any, n: int, timeout: float) -> dict[str, Any]:
 async def run_mode(mode: str, scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int],
                    runs: dict[int, int], say: Any = print) -> dict[str, Any]:
     from handlers.serve import sweep_forever
-    from handlers.worker import build_broker
+    from handlers.worker import build_broker, settle_heap
     from sims.adapters.nats_server import NatsServer
     from sims.bootstrap import connect_runtime
 
@@ -191,6 +192,7 @@ async def run_mode(mode: str, scenario: Scenario, providers: Providers, tmp: Pat
                 await broker.start()
                 stack.push_async_callback(bounded(broker.stop, "NatsBroker.stop", notes=notes))
                 sweeper = asyncio.create_task(sweep_forever(rt))
+                settle_heap()  # as `sims worker` does once up
 
                 async def stop_sweeper() -> None:
                     sweeper.cancel()
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:
-            results = asyncio.run(bench_sims(scenario, providers, tmp, sizes, modes, args.quick))
+            results = event_loop.run(bench_sims(scenario, providers, tmp, sizes, modes, args.quick))
     finish_run(results, providers.counts, started, args.json)
 
 

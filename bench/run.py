@@ -16,7 +16,6 @@ not the CPU, set the pace.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from handlers import loop as event_loop
 from bench.common import (
     RESULTS,
     Providers,
@@ -258,12 +258,12 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:
-            contenders = asyncio.run(run_all(scenario, providers, tmp, sizes, plan, modes, not args.skip_apprise,
+            contenders = event_loop.run(run_all(scenario, providers, tmp, sizes, plan, modes, not args.skip_apprise,
                                              not args.skip_cluster))
         slow_counts: dict[str, Any] = {}
         if not args.skip_workers and not args.skip_scale_out and set(SCALE_SIZES) <= set(sizes):
             with Providers(**SLOW) as slow:
-                contenders.update(asyncio.run(run_scale_out(
+                contenders.update(event_loop.run(run_scale_out(
                     scenario, slow, tmp, SCALE_RUNS["quick" if args.quick else "full"])))
             slow_counts = slow.counts
     analysis = analyse(contenders, sizes)

@@ -13,6 +13,7 @@ from typing import Any, Optional, TypeVar
 
 import typer
 
+from handlers import loop as event_loop
 from handlers.progress import progress
 from sims import queries
 from sims.adapters.commands import submit
@@ -77,7 +78,7 @@ def _with_runtime(fn: Callable[[Runtime], Awaitable[T]], setup: bool = False) ->
             await rt.close()
 
     try:
-        return asyncio.run(go())
+        return event_loop.run(go())
     except SimsError as exc:
         _fail(str(exc))
         raise
@@ -105,7 +106,7 @@ def _serve(worker: bool, web: bool, embedded: bool) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure(settings.log_level, settings.log_json)
     try:
-        asyncio.run(serve(settings, worker=worker, web=web, embedded=embedded))
+        event_loop.run(serve(settings, worker=worker, web=web, embedded=embedded))
     except SimsError as exc:
         _fail(f"SIMS cannot start: {exc}")
 

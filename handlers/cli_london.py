@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from handlers import loop as event_loop
+
 london_app = typer.Typer(help="Pan-London: one NATS account per borough and one for the VRU; boundary notices "
                               "between neighbours; the VRU's overview.", no_args_is_help=True)
 
@@ -91,7 +93,7 @@ def setup(protocols: list[Path] = PROTOCOLS,
         typer.echo(f"{VRU}: overview stream ready")
 
     try:
-        asyncio.run(go())
+        event_loop.run(go())
     except Exception as exc:  # noqa: BLE001 - any failure gets the same advice
         cli._fail(f"Could not set up {url}: {exc or type(exc).__name__}. Did `sims london accounts` write these "
                   "seeds, and does the server include its accounts block?")
@@ -120,7 +122,7 @@ def incidents(all_: bool = typer.Option(False, "--all", help="Closed and stood-d
             await nc.close()
 
     try:
-        rows = asyncio.run(go())
+        rows = event_loop.run(go())
     except Exception as exc:  # noqa: BLE001 - any failure gets the same advice
         cli._fail(f"Cannot read the VRU's overview at {url}: {exc or type(exc).__name__}")
         return

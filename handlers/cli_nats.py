@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from handlers import loop as event_loop
+
 nats_app = typer.Typer(help="NATS: the roles' NKeys (admin, worker, web) and setting up streams as admin.",
                        no_args_is_help=True)
 
@@ -46,7 +48,7 @@ def setup() -> None:
         cli._fail("Set SIMS_NATS_URL (and SIMS_NATS_CREDS to the admin's seed).")
         return
     try:
-        asyncio.run(asyncio.wait_for(prepare_nats(settings, url, embedded=True), 60))
+        event_loop.run(asyncio.wait_for(prepare_nats(settings, url, embedded=True), 60))
     except Exception as exc:  # noqa: BLE001 - any failure gets the same advice
         cli._fail(f"Could not set up NATS at {url}: {exc or type(exc).__name__}. Are these the admin's credentials?")
     typer.secho(f"Streams, consumers and buckets are ready on {url}.", fg=typer.colors.GREEN)

@@ -11,7 +11,7 @@ import structlog
 import uvicorn
 
 from handlers.http import create_app
-from handlers.worker import build_broker
+from handlers.worker import build_broker, settle_heap
 from sims.adapters import jetstream as jsa
 from sims.adapters.nats_auth import access_for, embedded_config, seeds_folder
 from sims.adapters.nats_server import NatsServer
@@ -181,6 +181,7 @@ async def serve(settings: Settings, *, worker: bool, web: bool, embedded: bool,
         senders = {s.name for s in rt.notifications.senders.values()}  # type: ignore[union-attr]
         if any(name.startswith("outbox") for name in senders):
             echo(f"Messages: local outbox {settings.data_dir.resolve() / 'outbox'} (`sims outbox`, {settings.base_url}/console/outbox)")
+        settle_heap()
         echo(f"Ready in {time.monotonic() - began:.1f} s. Press Ctrl-C to stop.")
         if ready:
             ready.set()

@@ -1,0 +1,35 @@
+"""The event loop SIMS's processes run on: uvloop (libuv) when installed, else asyncio's own.
+
+Most of a busy worker's CPU goes to the event loop itself (scheduling tasks, socket reads and
+writes); uvloop does that work in C. `SIMS_EVENT_LOOP=asyncio` keeps asyncio's loop (to compare, or
+to look into a problem with the standard tools).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def name() -> str:
+    """The loop `run` uses here: "uvloop" or "asyncio"."""
+    if os.environ.get("SIMS_EVENT_LOOP", "").strip().lower() == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, on uvloop's loop where `name()` says so."""
+    if name() == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
