@@ -56,10 +56,28 @@ async def dead_letter(rt: Runtime, subject: str, raw: bytes, reason: dict[str, A
     log.warning("command.dead_lettered", subject=subject, source=source, error=reason.get("error"))
 
 
+class FetchTimeoutRestart(logging.Filter):
+    """nats-py's `fetch` can end with asyncio's TimeoutError where FastStream's pull loop only expects
+    nats-py's own; FastStream's supervisor then restarts the pull task and logs an error with a
+    traceback. The fetch had found no message and the task goes on, so nothing is lost: the record is
+    turned into one debug line (dropped unless the logger shows debug)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not (isinstance(exc, TimeoutError) and "raised an exception, retrying" in record.getMessage()):
+            return True
+        record.msg, record.args = "pull fetch timed out (asyncio.TimeoutError from nats-py); task restarted", ()
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def build_broker(rt: Runtime, url: str) -> NatsBroker:
     """A broker whose subscribers call `rt`'s services; nothing connects until it is started."""
     quiet = logging.getLogger("sims.faststream")
     quiet.setLevel(logging.WARNING)
+    if not any(isinstance(f, FetchTimeoutRestart) for f in quiet.filters):
+        quiet.addFilter(FetchTimeoutRestart())
     security = rt.access.broker_security() if rt is not None and rt.access else None
     broker = NatsBroker(jsa.servers(url), max_reconnect_attempts=-1, logger=quiet, log_level=logging.DEBUG,
                         security=security)
