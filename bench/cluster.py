@@ -19,8 +19,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from handlers import loop as event_loop
 from bench.common import Providers, Scenario, finish_run, fmt_s, parse_sizes, run_folder, summarise
+from handlers import loop as event_loop
 
 LABEL = "SIMS, 3-node cluster (R3), worker in-process"
 SIZES = (10, 200, 2000)

@@ -26,7 +26,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from handlers import loop as event_loop
 from bench.common import (
     LINK_SECRETS,
     PYTHON,
@@ -48,6 +47,7 @@ from bench.common import (
     stop_process,
     summarise,
 )
+from handlers import loop as event_loop
 from handlers.progress import progress
 
 FULL_RUNS = {"inproc": {10: 20, 200: 20, 2000: 3}, "proc1": {10: 3, 200: 5, 2000: 1},

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from handlers import loop as event_loop
 from bench.common import (
     RESULTS,
     Providers,
@@ -34,6 +33,7 @@ from bench.common import (
     run_folder,
     stop_on_sigterm,
 )
+from handlers import loop as event_loop
 
 # Runs per size, chosen so the whole default run stays under ~8 minutes on 2 cores.
 FULL = {"inproc": {10: 20, 200: 20, 2000: 3}, "proc1": {10: 3, 200: 5, 2000: 1}, "proc2": {10: 3, 200: 5, 2000: 1},
