@@ -17,10 +17,34 @@ from sims.adapters.nats_auth import access_for, embedded_config, seeds_folder
 from sims.adapters.nats_server import NatsServer
 from sims.bootstrap import Runtime, connect_runtime
 from sims.directory import load_directory
+from sims.model import Incident
 from sims.config import Settings
 from sims.protocol_config import load_protocol
 
 log = structlog.get_logger("sims.serve")
+
+
+class StoredIncidents:
+    """Every stored incident, as the sweeper reads them each round; read again only when `sims_incidents`
+    changed (its revision), so an idle worker does not decode every incident of past years each second."""
+
+    BUCKET = "sims_incidents"
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.reads = 0
+        self._revision: int | None = None
+        self._incidents: list[Incident] = []
+
+    async def get(self) -> list[Incident]:
+        from sims.queries import list_incidents
+
+        revision = await self.rt.kv.revision(self.BUCKET)  # read first: a write after it shows next round
+        if revision != self._revision:
+            self._incidents = await list_incidents(self.rt, reveal=False)
+            self._revision = revision
+            self.reads += 1
+        return self._incidents
 
 
 async def sweep_forever(rt: Runtime, every: float = 1.0, stop: asyncio.Event | None = None) -> None:
@@ -30,9 +54,9 @@ async def sweep_forever(rt: Runtime, every: float = 1.0, stop: asyncio.Event | N
     Stops when `stop` is set (a cancel can be swallowed inside a NATS call, so it is not relied on).
     """
     from sims.notifications.reconcile import reconciler_for
-    from sims.queries import list_incidents
 
     reconciler = reconciler_for(rt.notifications, rt.settings)  # Twilio statuses whose callbacks were lost
+    stored = StoredIncidents(rt)
     stop = stop or asyncio.Event()
     while not stop.is_set():
         try:
@@ -42,7 +66,7 @@ async def sweep_forever(rt: Runtime, every: float = 1.0, stop: asyncio.Event | N
             pass
         try:
             await rt.notifications.fire_due_timers()
-            incidents = await list_incidents(rt, reveal=False)
+            incidents = await stored.get()
             await rt.notifications.sweep(incidents)
             if reconciler is not None:
                 await reconciler.run(incidents)

@@ -125,3 +125,7 @@ class KeyValue(Protocol):
     async def count(self, bucket: str, pattern: str = ">") -> int:
         """How many keys match `pattern` (deleted ones may be counted), without reading their values."""
         ...
+
+    async def revision(self, bucket: str) -> int:
+        """The bucket's last revision: unchanged means no key in it was written, deleted or purged."""
+        ...

@@ -393,6 +393,12 @@ class NatsKV:
         info = await retrying(self.js.stream_info, f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.{pattern}")
         return len(info.state.subjects or {})
 
+    async def revision(self, bucket: str) -> int:
+        """The bucket's last revision (its stream's last sequence): it changes with every write, delete
+        or purge, so an unchanged revision means nothing in the bucket changed. One request."""
+        info = await retrying(self.js.stream_info, f"KV_{bucket}")
+        return int(info.state.last_seq or 0)
+
     async def entries(self, bucket: str, pattern: str = ">") -> dict[str, Any]:
         """Every key matching `pattern` (NATS wildcards) with its latest value, filtered by the server.
 
