@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:
             print(f"{LABEL}:")
-            results = event_loop.run(run_cluster(scenario, providers, tmp, sizes, QUICK_RUNS if args.quick else FULL_RUNS))
+            runs = QUICK_RUNS if args.quick else FULL_RUNS
+            results = event_loop.run(run_cluster(scenario, providers, tmp, sizes, runs))
     finish_run(results, providers.counts, started, args.json)
 
 

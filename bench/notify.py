@@ -174,7 +174,8 @@ async def one_run(rt: Any, n: int, timeout: float) -> dict[str, Any]:
 async def run_mode(mode: str, scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int],
                    runs: dict[int, int], say: Any = print) -> dict[str, Any]:
     from handlers.serve import sweep_forever
-    from handlers.worker import build_broker, settle_heap
+    from handlers.loop import settle_heap
+    from handlers.worker import build_broker
     from sims.adapters.nats_server import NatsServer
     from sims.bootstrap import connect_runtime
 

@@ -258,8 +258,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp_name)
         scenario = Scenario(tmp / "scenario", sizes)
         with Providers() as providers:
-            contenders = event_loop.run(run_all(scenario, providers, tmp, sizes, plan, modes, not args.skip_apprise,
-                                             not args.skip_cluster))
+            contenders = event_loop.run(run_all(scenario, providers, tmp, sizes, plan, modes,
+                                                not args.skip_apprise, not args.skip_cluster))
         slow_counts: dict[str, Any] = {}
         if not args.skip_workers and not args.skip_scale_out and set(SCALE_SIZES) <= set(sizes):
             with Providers(**SLOW) as slow:

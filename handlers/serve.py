@@ -11,15 +11,17 @@ import structlog
 import uvicorn
 
 from handlers.http import create_app
-from handlers.worker import build_broker, settle_heap
+from handlers.loop import settle_heap
+from handlers.worker import build_broker
 from sims.adapters import jetstream as jsa
 from sims.adapters.nats_auth import access_for, embedded_config, seeds_folder
 from sims.adapters.nats_server import NatsServer
 from sims.bootstrap import Runtime, connect_runtime
+from sims.config import Settings
 from sims.directory import load_directory
 from sims.model import Incident
-from sims.config import Settings
 from sims.protocol_config import load_protocol
+from sims.queries import list_incidents
 
 log = structlog.get_logger("sims.serve")
 
@@ -37,8 +39,6 @@ class StoredIncidents:
         self._incidents: list[Incident] = []
 
     async def get(self) -> list[Incident]:
-        from sims.queries import list_incidents
-
         revision = await self.rt.kv.revision(self.BUCKET)  # read first: a write after it shows next round
         if revision != self._revision:
             self._incidents = await list_incidents(self.rt, reveal=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 from datetime import datetime
@@ -26,14 +25,6 @@ from sims.notify import Delivery, Status
 
 log = structlog.get_logger("sims.worker")
 ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{jsa.COMMANDS}.{jsa.COMMAND_CONSUMER}"
-
-
-def settle_heap() -> None:
-    """Once a process is up: what start-up made (modules, models, the broker, templates) lives as long as
-    the process, so the cyclic collector stops walking it (`gc.freeze`). Without this, each full
-    collection walks every start-up object and pauses all handlers for tens of milliseconds."""
-    gc.collect()
-    gc.freeze()
 
 
 def bad_input(raw: bytes) -> tuple[Command | None, dict[str, Any] | None]:

@@ -1,8 +1,10 @@
-"""The processes' event loop (handlers/loop.py): uvloop where installed, asyncio's own on request."""
+"""How the processes run (handlers/loop.py): uvloop where installed, asyncio's own on request; the
+start-up objects frozen once up."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 
@@ -51,3 +53,13 @@ def test_without_uvloop_installed_run_falls_back_to_asyncio() -> None:
             "print(loop.name(), loop.run(m()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["asyncio", "asyncio.unix_events"]
+
+
+def test_settle_heap_freezes_what_start_up_made() -> None:
+    made = [{"start-up": i} for i in range(1000)]  # noqa: F841 - alive while the heap is settled
+    before = gc.get_freeze_count()
+    try:
+        loop.settle_heap()
+        assert gc.get_freeze_count() >= before + len(made)
+    finally:
+        gc.unfreeze()

@@ -1,15 +1,13 @@
-"""Process-level pieces of the worker: FastStream's restart of a pull task after a fetch timeout is one
-debug line, not an error with a traceback; a started process freezes its start-up objects."""
+"""FastStream's restart of a pull task after a fetch timeout is one debug line, not an error with a traceback."""
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Iterator
 
 import pytest
 
-from handlers.worker import FetchTimeoutRestart, build_broker, settle_heap
+from handlers.worker import FetchTimeoutRestart, build_broker
 
 SUPERVISOR = ("Task-40 raised an exception, retrying...\nIf this behavior causes issues, you can disable it via "
               "setting the FASTSTREAM_SUPERVISOR_DISABLED env to 1.")
@@ -59,12 +57,3 @@ def test_any_other_failure_of_a_task_keeps_its_error_and_traceback(faststream_lo
         (logging.ERROR, ValueError), (logging.ERROR, TimeoutError)]
     assert kept.records[0].getMessage() == SUPERVISOR
 
-
-def test_settle_heap_freezes_what_start_up_made() -> None:
-    made = [{"start-up": i} for i in range(1000)]  # noqa: F841 - alive while the heap is settled
-    before = gc.get_freeze_count()
-    try:
-        settle_heap()
-        assert gc.get_freeze_count() >= before + len(made)
-    finally:
-        gc.unfreeze()
