@@ -22,6 +22,7 @@ from sims.directory import load_directory
 from sims.model import Incident
 from sims.protocol_config import load_protocol
 from sims.queries import list_incidents
+from sims.services import INCIDENTS
 
 log = structlog.get_logger("sims.serve")
 
@@ -30,7 +31,7 @@ class StoredIncidents:
     """Every stored incident, as the sweeper reads them each round; read again only when `sims_incidents`
     changed (its revision), so an idle worker does not decode every incident of past years each second."""
 
-    BUCKET = "sims_incidents"
+    BUCKET = INCIDENTS
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt

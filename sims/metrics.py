@@ -13,6 +13,7 @@ from prometheus_client.exposition import generate_latest
 from sims.adapters import jetstream as jsa
 from sims.messages import EventType
 from sims.model import Incident
+from sims.services import INCIDENTS
 
 BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, float("inf"))
 
@@ -27,7 +28,7 @@ def _histogram(name: str, doc: str, values: list[float]) -> HistogramMetricFamil
 
 async def snapshot(rt: Any) -> list[Any]:
     """Every metric family, computed from the incidents, delivery records, streams and consumers."""
-    incidents = [Incident.model_validate(v) for v in (await rt.kv.entries("sims_incidents")).values()]
+    incidents = [Incident.model_validate(v) for v in (await rt.kv.entries(INCIDENTS)).values()]
     live = [i for i in incidents if not i.exercise]  # exercises stay out of live statistics
     by_state = GaugeMetricFamily("sims_incidents", "Incidents by state (exercises excluded)", labels=["state"])
     for state, count in sorted(Counter(i.state.value for i in live).items()):

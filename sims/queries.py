@@ -13,6 +13,7 @@ from sims.audit import Verdict, verify
 from sims.bootstrap import Runtime
 from sims.errors import IncidentNotFound, ValidationFailed
 from sims.routing import recipients_for
+from sims.services import INCIDENTS
 from sims.model import Incident
 
 AUDIT_FIELDS = ["chain", "index", "at", "actor", "incident_id", "action", "outcome", "detail", "prev", "hash"]
@@ -32,7 +33,7 @@ def public(incident: Incident, restricted: bool = False) -> dict[str, Any]:
 async def list_incidents(rt: Runtime, reveal: bool = True) -> list[Incident]:
     """Every incident's stored state, newest first; restricted details opened unless `reveal` is False
     (they are sealed in `sims_incidents`; a sweep that never reads them need not fetch keys)."""
-    found = await rt.kv.entries("sims_incidents")
+    found = await rt.kv.entries(INCIDENTS)
     incidents = [Incident.model_validate(item) for item in found.values()]
     if reveal:
         incidents = [await rt.incidents.opened(incident) for incident in incidents]

@@ -46,6 +46,7 @@ NAMESPACE = uuid.UUID("0f4c5d1e-6a7b-4c8d-9e0f-5a1b2c3d4e5f")
 MAX_RETRIES = 50
 CACHE_SIZE = 2048
 SYSTEM_CHAIN = "system"
+INCIDENTS = "sims_incidents"  # KV bucket: incident id -> current state (the projection written here)
 
 
 class Result(BaseModel):
@@ -274,7 +275,7 @@ class IncidentService:
         key = await self._audit_key(incident.id) if data.get("restricted") else None
         if key is not None:
             data["restricted"] = seal(key, data["restricted"], incident_id=incident.id, field="restricted")
-        await self.kv.put("sims_incidents", incident.id, data)
+        await self.kv.put(INCIDENTS, incident.id, data)
 
     async def reproject(self, incident_id: str) -> Incident:
         """Rebuild one incident's stored projection from its events (after a restore, or a new field)."""

@@ -52,6 +52,7 @@ from sims.adapters.group_commit import GroupCommit, group_commit
 from sims.audit import GENESIS, AuditRecord, seal
 from sims.messages import Event
 from sims.ports import StaleSequence
+from sims.services import INCIDENTS
 
 COMMANDS, EVENTS, AUDIT, DEAD = "SIMS_COMMANDS", "SIMS_EVENTS", "SIMS_AUDIT", "SIMS_DEAD"
 OUTBOX = "SIMS_OUTBOX"
@@ -194,7 +195,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
         await js.add_consumer(OUTBOX, ConsumerConfig(
             durable_name=durable, ack_policy=AckPolicy.EXPLICIT, max_deliver=SEND_MAX_DELIVER, ack_wait=60.0,
             filter_subject=f"sims.send.{channel}", max_ack_pending=5000))
-    for bucket, history in (("sims_results", 1), ("sims_incidents", 1), ("sims_refs", 1),
+    for bucket, history in (("sims_results", 1), (INCIDENTS, 1), ("sims_refs", 1),
                             ("sims_deliveries", 1), ("sims_links", 1), ("sims_timers", 1),
                             ("sims_funds", 1), ("sims_keys", 1)):  # sims_keys: sims/adapters/keystore.py
         try:
