@@ -371,7 +371,14 @@ async def test_deploy_cluster_configs_run_with_tls_clients_tls_routes_and_the_ro
                     break
                 except Exception:  # noqa: BLE001
                     await asyncio.sleep(0.25)
-            ack = await js.publish("probe.one", b"x")
+            for _ in range(120):  # and the new stream's own leader (until then: no responders)
+                try:
+                    ack = await js.publish("probe.one", b"x", headers={"Nats-Msg-Id": "probe-1"})  # stored once
+                    break
+                except Exception:  # noqa: BLE001
+                    await asyncio.sleep(0.25)
+            else:
+                raise AssertionError("the PROBE stream never took a message")
             info = await js.stream_info("PROBE")
             assert ack.seq == 1 and info.cluster is not None and len(info.cluster.replicas or []) == 2
         finally:
