@@ -6,8 +6,8 @@ No protocol, no directory, no audit trail, no delivery records, no retries: N pr
 (the holding message SIMS would send each person, same templates) are published to a plain work-queue
 stream on the same kind of nats-server (`sync_interval: always`), two pull consumers (sms, email) fetch
 up to 64 at a time and send each batch concurrently with TwilioSmsSender / SmtpEmailSender (SIMS's own
-thin clients, with as many SMTP connections as SIMS's default), then ack. Time-to-notify = last provider acceptance
-minus the moment before the first publish.
+thin clients, with as many SMTP connections as SIMS's default), then ack. Time-to-notify = last provider
+acceptance minus the moment before the first publish.
 """
 
 from __future__ import annotations

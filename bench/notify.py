@@ -174,7 +174,6 @@ async def one_run(rt: Any, n: int, timeout: float) -> dict[str, Any]:
 async def run_mode(mode: str, scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int],
                    runs: dict[int, int], say: Any = print) -> dict[str, Any]:
     from handlers.serve import sweep_forever
-    from handlers.loop import settle_heap
     from handlers.worker import build_broker
     from sims.adapters.nats_server import NatsServer
     from sims.bootstrap import connect_runtime
@@ -193,7 +192,7 @@ async def run_mode(mode: str, scenario: Scenario, providers: Providers, tmp: Pat
                 await broker.start()
                 stack.push_async_callback(bounded(broker.stop, "NatsBroker.stop", notes=notes))
                 sweeper = asyncio.create_task(sweep_forever(rt))
-                settle_heap()  # as `sims worker` does once up
+                event_loop.settle_heap()  # as `sims worker` does once up
 
                 async def stop_sweeper() -> None:
                     sweeper.cancel()

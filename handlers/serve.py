@@ -31,8 +31,6 @@ class StoredIncidents:
     """Every stored incident, as the sweeper reads them each round; read again only when `sims_incidents`
     changed (its revision), so an idle worker does not decode every incident of past years each second."""
 
-    BUCKET = INCIDENTS
-
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.reads = 0
@@ -40,7 +38,7 @@ class StoredIncidents:
         self._incidents: list[Incident] = []
 
     async def get(self) -> list[Incident]:
-        revision = await self.rt.kv.revision(self.BUCKET)  # read first: a write after it shows next round
+        revision = await self.rt.kv.revision(INCIDENTS)  # read first: a write after it shows next round
         if revision != self._revision:
             self._incidents = await list_incidents(self.rt, reveal=False)
             self._revision = revision

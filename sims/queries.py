@@ -12,9 +12,9 @@ from sims import protocol
 from sims.audit import Verdict, verify
 from sims.bootstrap import Runtime
 from sims.errors import IncidentNotFound, ValidationFailed
+from sims.model import Incident
 from sims.routing import recipients_for
 from sims.services import INCIDENTS
-from sims.model import Incident
 
 AUDIT_FIELDS = ["chain", "index", "at", "actor", "incident_id", "action", "outcome", "detail", "prev", "hash"]
 
