@@ -61,12 +61,16 @@ class NotificationCore:
 
 
     async def _mark_told(self, incident_id: str, entries: list[tuple[str, str]]) -> None:
-        told = await self.kv.get(BUCKET, f"told.{incident_id}") or {}
-        for contact_id, key in entries:
-            told.setdefault(contact_id, [])
-            if key not in told[contact_id]:
-                told[contact_id].append(key)
-        await self.kv.put(BUCKET, f"told.{incident_id}", told)
+        """Add to the people told (compare-and-set: planning, fallbacks and timers may add at once)."""
+
+        def add(old: dict[str, list[str]] | None) -> dict[str, list[str]]:
+            told = {contact: list(keys) for contact, keys in (old or {}).items()}
+            for contact_id, key in entries:
+                if key not in told.setdefault(contact_id, []):
+                    told[contact_id].append(key)
+            return told
+
+        await self.kv.update(BUCKET, f"told.{incident_id}", add)
 
 
     @staticmethod
