@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from sims.config import Settings
 FULL_RUNS = {10: 20, 200: 20, 2000: 5}
 QUICK_RUNS = {10: 3, 200: 3, 2000: 1}
 BATCH = 64
+LABEL = "floor: nats-py work queue + thin clients"
 SMTP_CONNECTIONS = Settings.model_fields["smtp_connections"].default  # SIMS's default, as SIMS sends
 
 
@@ -113,33 +116,47 @@ class Floor:
         await self.nc.close()
 
 
-async def bench_floor(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], quick: bool,
-                      say: Any = print) -> dict[str, Any]:
+@asynccontextmanager
+async def floor_running(providers: Providers, tmp: Path, warm_up: list[dict[str, str]]) -> AsyncIterator[Floor]:
+    """A fresh nats-server and the floor on it, warmed up with `warm_up`; `send_failures` counted at the end."""
     from sims.adapters.nats_server import NatsServer
 
-    runs = QUICK_RUNS if quick else FULL_RUNS
     server = NatsServer(store_dir=tmp / "floor" / "nats", name="bench-floor").start()
-    out: dict[str, Any] = {"label": "floor: nats-py work queue + thin clients", "sizes": {}}
-    say("Floor (plain JetStream work queue + TwilioSmsSender/SmtpEmailSender, no SIMS):")
     try:
         floor = Floor(server.url, providers)
         await floor.start()
         try:
-            await floor.one_run(render_messages(scenario, min(sizes)), 30)  # warm-up
-            for n in sizes:
-                messages = render_messages(scenario, n)
-                cpu = time.process_time()
-                samples = [await floor.one_run(messages, 30 + n * 0.1) for _ in range(runs.get(n, 1))]
-                sms, email = scenario.mix(n)
-                r = out["sizes"][str(n)] = summarise(n, samples, {
-                    "sms": sms, "email": email, "cpu_ms_per_msg": cpu_per_message(cpu, n * len(samples))})
-                say(f"  floor  n={n:<5} p50 {fmt_s(r['p50_s']):>8}  p99 {fmt_s(r['p99_s']):>8}  "
-                    f"{r['msgs_per_s_p50']:.0f} msg/s  ({r['cpu_ms_per_msg']:.2f} ms CPU/msg; runs {r['runs']})")
+            await floor.one_run(warm_up, 30)
+            yield floor
         finally:
             await floor.stop()
-        out["send_failures"] = floor.failures
     finally:
         server.stop()
+
+
+def summarise_floor(n: int, scenario: Scenario, samples: list[float], cpu_ms_per_msg: float) -> dict[str, Any]:
+    sms, email = scenario.mix(n)
+    return summarise(n, samples, {"sms": sms, "email": email, "cpu_ms_per_msg": cpu_ms_per_msg})
+
+
+def say_size(n: int, r: dict[str, Any], say: Any = print) -> None:
+    say(f"  floor  n={n:<5} p50 {fmt_s(r['p50_s']):>8}  p99 {fmt_s(r['p99_s']):>8}  "
+        f"{r['msgs_per_s_p50']:.0f} msg/s  ({r['cpu_ms_per_msg']:.2f} ms CPU/msg; runs {r['runs']})")
+
+
+async def bench_floor(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], quick: bool,
+                      say: Any = print) -> dict[str, Any]:
+    runs = QUICK_RUNS if quick else FULL_RUNS
+    out: dict[str, Any] = {"label": LABEL, "sizes": {}}
+    say("Floor (plain JetStream work queue + TwilioSmsSender/SmtpEmailSender, no SIMS):")
+    async with floor_running(providers, tmp, render_messages(scenario, min(sizes))) as floor:
+        for n in sizes:
+            messages = render_messages(scenario, n)
+            cpu = time.process_time()
+            samples = [await floor.one_run(messages, 30 + n * 0.1) for _ in range(runs.get(n, 1))]
+            out["sizes"][str(n)] = summarise_floor(n, scenario, samples, cpu_per_message(cpu, n * len(samples)))
+            say_size(n, out["sizes"][str(n)], say)
+    out["send_failures"] = floor.failures
     return out
 
 

@@ -22,3 +22,23 @@ def test_the_time_to_notify_benchmark_runs_and_loses_nothing(tmp_path: Path) -> 
     runs = size["runs"] + 1  # and one warm-up: every message once, none twice
     assert data["providers"]["twilio"]["accepted"] == data["providers"]["twilio"]["requests"] == 5 * runs
     assert data["providers"]["smtp"]["accepted"] == 5 * runs
+
+
+def test_sims_and_the_floor_run_by_turns_and_each_round_has_its_ratio() -> None:
+    run = subprocess.run([sys.executable, "-m", "bench.paired", "--quick", "--sizes", "10"],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "paired n=10: rounds: 3 done in " in run.stderr
+    lines = run.stdout.splitlines()
+    sims = next(line for line in lines if line.strip().startswith("inproc n=10"))
+    floor = next(line for line in lines if line.strip().startswith("floor  n=10"))
+    assert "runs 3" in sims and "runs 3" in floor
+    by_round = next(line for line in lines if "SIMS / floor n=10" in line)
+    median = float(by_round.split("median ")[1].split("x")[0])
+    low, high = (float(x) for x in by_round.split("(from ")[1].split(" over")[0].replace("x", "").split(" to "))
+    assert 0 < low <= median <= high and "over 3 rounds" in by_round
+    counts = json.loads(next(line for line in lines if line.startswith("provider counts: ")).split(": ", 1)[1]
+                        .rsplit("; machine", 1)[0])
+    # SIMS and the floor: one warm-up and three rounds each, 5 SMS + 5 emails a run, every one exactly once
+    assert counts["twilio"]["accepted"] == counts["twilio"]["requests"] == 2 * 4 * 5
+    assert counts["smtp"]["accepted"] == 2 * 4 * 5

@@ -1,0 +1,91 @@
+"""SIMS (worker in-process) and the floor by turns: each round runs both once, alternating who goes first.
+
+    .venv/bin/python -m bench.paired [--quick] [--sizes 10,200,2000]
+
+This machine's speed drifts over minutes (the same code's p50 at 200 has moved by half within an hour),
+so a ratio of two contenders measured minutes apart says as much about the host as about them. Here
+both are up together, each on its own fresh nats-server, in this process, and every round runs one
+of each back to back: both see the same conditions, and each round gives its own ratio (SIMS / floor).
+While one runs the other is idle: the floor's two pull loops wait on their fetches, and SIMS's sweeper
+does its pass each second; the CPU this process used while the floor ran is reported as the floor's
+("ms CPU/msg"), that idle pass included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import floor as floor_bench
+from bench import notify
+from bench.common import Providers, Scenario, percentile, render_messages, run_alone
+from handlers.progress import progress
+
+FULL_RUNS = {10: 20, 200: 20, 2000: 3}
+QUICK_RUNS = {10: 3, 200: 2, 2000: 1}
+
+
+async def run_paired(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], runs: dict[int, int],
+                     say: Any = print) -> dict[str, Any]:
+    """Results for `sims_inproc` and `floor` (as `notify.run_mode` and `floor.bench_floor` give them), and
+    `paired`: per size, each round's ratio, who went first, and the median ratio."""
+    sims: dict[str, Any] = {"mode": "inproc", "label": notify.MODE_LABEL["inproc"], "sizes": {}, "teardown": [],
+                            "paired_with": "floor"}
+    floor: dict[str, Any] = {"label": floor_bench.LABEL, "sizes": {}, "paired_with": "sims_inproc"}
+    paired: dict[str, Any] = {}
+    say(f"{notify.MODE_LABEL['inproc']} and the floor, by turns:")
+    async with (notify.sims_running("inproc", scenario, providers, tmp, sizes, sims) as rt,
+                floor_bench.floor_running(providers, tmp, render_messages(scenario, min(sizes))) as fl):
+        for n in sizes:
+            messages = render_messages(scenario, n)
+            took: dict[str, list[float]] = {"sims": [], "floor": []}
+            cpu = {"sims": 0.0, "floor": 0.0}
+            details: list[dict[str, Any]] = []
+            rounds: list[dict[str, Any]] = []
+            with progress(f"  paired n={n}: rounds", total=runs.get(n, 1), every=2.0) as tick:
+                for i in range(runs.get(n, 1)):
+                    order = ("sims", "floor") if i % 2 == 0 else ("floor", "sims")
+                    for who in order:
+                        started = time.process_time()
+                        if who == "sims":
+                            detail = await notify.one_run(rt, n, timeout=30.0 + n * 0.1)
+                            details.append(detail)
+                            took["sims"].append(detail["ttn_s"])
+                        else:
+                            took["floor"].append(await fl.one_run(messages, 30.0 + n * 0.1))
+                        await asyncio.sleep(notify.SETTLE_S)
+                        cpu[who] += time.process_time() - started
+                    rounds.append({"first": order[0], "sims_s": took["sims"][-1], "floor_s": took["floor"][-1],
+                                   "ratio": took["sims"][-1] / took["floor"][-1]})
+                    tick(1)
+            count = n * len(rounds)
+            sims["sizes"][str(n)] = notify.summarise_sims(n, scenario, took["sims"], details,
+                                                          cpu["sims"] * 1000 / count)
+            floor["sizes"][str(n)] = floor_bench.summarise_floor(n, scenario, took["floor"], cpu["floor"] * 1000 / count)
+            ratios = [r["ratio"] for r in rounds]
+            paired[str(n)] = {"rounds": rounds, "ratio_median": percentile(ratios, 50),
+                              "ratio_max": max(ratios), "ratio_min": min(ratios)}
+            notify.say_size("inproc", n, sims["sizes"][str(n)], say)
+            floor_bench.say_size(n, floor["sizes"][str(n)], say)
+            say(f"  SIMS / floor n={n:<5} by round: median {paired[str(n)]['ratio_median']:.2f}x "
+                f"(from {min(ratios):.2f}x to {max(ratios):.2f}x over {len(ratios)} rounds)")
+    floor["send_failures"] = fl.failures
+    return {"sims_inproc": sims, "floor": floor, "paired": paired}
+
+
+async def bench_paired(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], quick: bool,
+                       say: Any = print) -> dict[str, Any]:
+    return await run_paired(scenario, providers, tmp, sizes, QUICK_RUNS if quick else FULL_RUNS, say)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from sims.logs import configure
+
+    configure("warning", json=False)
+    run_alone(__doc__, bench_paired, argv)
+
+
+if __name__ == "__main__":
+    main()
