@@ -268,19 +268,30 @@ class IncidentService:
                                         detail={"trigger": event.data["trigger"], "reason": event.data["reason"]})
         await self._project(incident)
 
-    async def _project(self, incident: Incident) -> None:
+    async def _project(self, incident: Incident, rebuild: bool = False) -> None:
         """Store the incident's current state; its restricted details sealed, as in the events stream
-        (a KV value replaced is gone from the bucket, but its bytes may stay on disk until compaction)."""
+        (a KV value replaced is gone from the bucket, but its bytes may stay on disk until compaction).
+
+        Never backwards: two commands on one incident are recorded at once (by one worker's concurrent
+        handlers, or by two workers), so a later version may be stored first; an earlier one is then
+        not stored over it (compare-and-set on the version). `rebuild` stores it whatever is there.
+        """
         data = incident.model_dump(mode="json")
         key = await self._audit_key(incident.id) if data.get("restricted") else None
         if key is not None:
             data["restricted"] = seal(key, data["restricted"], incident_id=incident.id, field="restricted")
-        await self.kv.put(INCIDENTS, incident.id, data)
+
+        def newest(stored: dict[str, Any] | None) -> dict[str, Any]:
+            if rebuild or stored is None or int(stored.get("version", 0)) <= incident.version:
+                return data
+            return stored
+
+        await self.kv.update(INCIDENTS, incident.id, newest)
 
     async def reproject(self, incident_id: str) -> Incident:
         """Rebuild one incident's stored projection from its events (after a restore, or a new field)."""
         incident, seq, _events = await self.load(incident_id)
-        await self._project(incident)
+        await self._project(incident, rebuild=True)
         self._remember(incident, seq)
         return incident
 
