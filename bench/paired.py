@@ -7,8 +7,8 @@ so a ratio of two contenders measured minutes apart says as much about the host 
 both are up together, each on its own fresh nats-server, in this process, and every round runs one
 of each back to back: both see the same conditions, and each round gives its own ratio (SIMS / floor).
 While one runs the other is idle: the floor's two pull loops wait on their fetches, and SIMS's sweeper
-does its pass each second; the CPU this process used while the floor ran is reported as the floor's
-("ms CPU/msg"), that idle pass included.
+does its pass each second; the CPU this process used while the floor ran (and in the first 0.1 s after)
+is reported as the floor's ("ms CPU/msg"), that idle pass included, and the same for SIMS.
 """
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ from handlers.progress import progress
 
 FULL_RUNS = {10: 20, 200: 20, 2000: 3}
 QUICK_RUNS = {10: 3, 200: 2, 2000: 1}
+# A pause after each run, so the next starts on a quiet machine. With 0.1 s, SIMS's runs right after the
+# floor's were now and then 0.5-0.9 s slower, its planning stalled (in each of three runs of 20 rounds;
+# the cause, most likely what the floor's run left its server to do, was not pinned down); with 0.5 s,
+# none was.
+SETTLE_S = 0.5
+CPU_TAIL_S = 0.1  # a contender's CPU is counted over its run and this much of the pause after it
 
 
 async def run_paired(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], runs: dict[int, int],
@@ -55,10 +61,14 @@ async def run_paired(scenario: Scenario, providers: Providers, tmp: Path, sizes:
                             took["sims"].append(detail["ttn_s"])
                         else:
                             took["floor"].append(await fl.one_run(messages, 30.0 + n * 0.1))
-                        await asyncio.sleep(notify.SETTLE_S)
+                        await asyncio.sleep(CPU_TAIL_S)  # its acks and last writes: counted as its own
                         cpu[who] += time.process_time() - started
+                        await asyncio.sleep(SETTLE_S - CPU_TAIL_S)
+                    last = details[-1]
                     rounds.append({"first": order[0], "sims_s": took["sims"][-1], "floor_s": took["floor"][-1],
-                                   "ratio": took["sims"][-1] / took["floor"][-1]})
+                                   "ratio": took["sims"][-1] / took["floor"][-1],
+                                   "sims_last_queued_s": last["last_queued_s"],
+                                   "sims_last_by_channel_s": last["last_by_channel_s"]})
                     tick(1)
             count = n * len(rounds)
             sims["sizes"][str(n)] = notify.summarise_sims(n, scenario, took["sims"], details,
