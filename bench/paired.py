@@ -14,6 +14,7 @@ is reported as the floor's ("ms CPU/msg"), that idle pass included, and the same
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,14 @@ from handlers.progress import progress
 
 FULL_RUNS = {10: 20, 200: 20, 2000: 3}
 QUICK_RUNS = {10: 3, 200: 2, 2000: 1}
+SEED = 20261207
 # A pause after each run, so the next starts on a quiet machine. With 0.1 s, SIMS's runs right after the
 # floor's were now and then 0.5-0.9 s slower, its planning stalled (in each of three runs of 20 rounds;
 # the cause, most likely what the floor's run left its server to do, was not pinned down); with 0.5 s,
-# none was.
-SETTLE_S = 0.5
+# none was. Its length varies (seeded), so runs do not start in step with a periodic cycle of either
+# contender: with exactly 0.5 s, SIMS's runs at 10 recipients kept landing where its email lane's
+# 0.5 s pull had just been renewed, and most waited ~0.4 s for it (real incidents come at any time).
+SETTLE_S = (0.4, 0.7)
 CPU_TAIL_S = 0.1  # a contender's CPU is counted over its run and this much of the pause after it
 
 
@@ -41,6 +45,7 @@ async def run_paired(scenario: Scenario, providers: Providers, tmp: Path, sizes:
                             "paired_with": "floor"}
     floor: dict[str, Any] = {"label": floor_bench.LABEL, "sizes": {}, "paired_with": "sims_inproc"}
     paired: dict[str, Any] = {}
+    pause = random.Random(SEED)
     say(f"{notify.MODE_LABEL['inproc']} and the floor, by turns:")
     async with (notify.sims_running("inproc", scenario, providers, tmp, sizes, sims) as rt,
                 floor_bench.floor_running(providers, tmp, render_messages(scenario, min(sizes))) as fl):
@@ -63,7 +68,7 @@ async def run_paired(scenario: Scenario, providers: Providers, tmp: Path, sizes:
                             took["floor"].append(await fl.one_run(messages, 30.0 + n * 0.1))
                         await asyncio.sleep(CPU_TAIL_S)  # its acks and last writes: counted as its own
                         cpu[who] += time.process_time() - started
-                        await asyncio.sleep(SETTLE_S - CPU_TAIL_S)
+                        await asyncio.sleep(pause.uniform(*SETTLE_S) - CPU_TAIL_S)
                     last = details[-1]
                     rounds.append({"first": order[0], "sims_s": took["sims"][-1], "floor_s": took["floor"][-1],
                                    "ratio": took["sims"][-1] / took["floor"][-1],

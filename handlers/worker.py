@@ -12,6 +12,7 @@ from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from pydantic import ValidationError
 
+from handlers import pull
 from handlers.message import NatsMessage
 from sims.adapters import jetstream as jsa
 from sims.adapters import nats_auth
@@ -181,6 +182,13 @@ def build_broker(rt: Runtime, url: str) -> NatsBroker:
     from handlers.pan_london import attach  # boundary notices and the VRU feed (SIMS_PAN_LONDON)
 
     attach(broker, rt)
+    start = broker.start
+
+    async def start_then_pull_cleanly() -> None:  # handlers/pull.py: one pull request at a time
+        await start()
+        await pull.install(broker)
+
+    broker.start = start_then_pull_cleanly  # type: ignore[method-assign]
     return broker
 
 
