@@ -5,7 +5,7 @@ consumer is idle (a probe, then a waiting request). A status the server sends fo
 (404 no messages, 408 expired) can then be taken as the answer to a later one: the later fetch
 returns early and leaves its own request waiting on the server, and the fetch after it waits for
 that request to expire. After an idle spell, a small burst (the five emails of a ten-person incident)
-could wait up to the whole pull timeout, 0.4-0.7 s, before being sent.
+could wait up to the whole pull timeout (0.5 s) before being sent.
 
 `OneRequestPull.fetch` (installed on FastStream's pull subscribers by `install`) keeps one request
 in flight at a time, each with its own reply subject, so a status is matched to the request it
