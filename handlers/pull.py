@@ -85,6 +85,7 @@ class OneRequestPull:
         """Up to `batch` messages: at once if any are here; else as soon as some arrive, within `timeout`
         (an empty list if none did). nats-py's signature; `heartbeat` is not used."""
         timeout = 5.0 if timeout is None else timeout
+        self._woken.clear()  # before looking: whatever arrives from here on wakes the wait below
         taken = self._take(batch)
         if taken:
             return taken
@@ -97,7 +98,6 @@ class OneRequestPull:
             self._expires = loop.time() + timeout
             request = {"batch": batch, "expires": int(timeout * 1_000_000_000)}
             await self._nc.publish(self._next, json.dumps(request).encode(), reply=self._open)
-        self._woken.clear()
         try:
             await asyncio.wait_for(self._woken.wait(), timeout)
         except TimeoutError:
