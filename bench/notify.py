@@ -160,8 +160,8 @@ async def one_run(rt: Any, n: int, timeout: float) -> dict[str, Any]:
     took = [r for r in records if r.get("accepted_at")]
     patience = time.monotonic() + 5.0
     while len(took) < n and done.is_set() and time.monotonic() < patience:
-        # Every record was written (the watch saw it); on a cluster the listing can come from a replica
-        # that has not applied the newest writes yet: read again.
+        # The watch saw every record as it was published; on a cluster it is stored a few milliseconds
+        # later, once a second node has it: read again.
         await asyncio.sleep(0.05)
         records = await rt.notifications.deliveries(incident_id)
         took = [r for r in records if r.get("accepted_at")]

@@ -31,8 +31,8 @@ SEED = 20261207
 # floor's were now and then 0.5-0.9 s slower, its planning stalled (in each of three runs of 20 rounds;
 # the cause, most likely what the floor's run left its server to do, was not pinned down); with 0.5 s,
 # none was. Its length varies (seeded), so runs do not start in step with a periodic cycle of either
-# contender: with exactly 0.5 s, SIMS's runs at 10 recipients kept landing where its email lane's
-# 0.5 s pull had just been renewed, and most waited ~0.4 s for it (real incidents come at any time).
+# contender (SIMS's sweeper each second, pull requests that expire every 0.5 s): real incidents come
+# at any time.
 SETTLE_S = (0.4, 0.7)
 CPU_TAIL_S = 0.1  # a contender's CPU is counted over its run and this much of the pause after it
 
@@ -80,12 +80,12 @@ async def run_paired(scenario: Scenario, providers: Providers, tmp: Path, sizes:
                                                           cpu["sims"] * 1000 / count)
             floor["sizes"][str(n)] = floor_bench.summarise_floor(n, scenario, took["floor"], cpu["floor"] * 1000 / count)
             ratios = [r["ratio"] for r in rounds]
-            paired[str(n)] = {"rounds": rounds, "ratio_median": percentile(ratios, 50),
-                              "ratio_max": max(ratios), "ratio_min": min(ratios)}
+            turns = paired[str(n)] = {"rounds": rounds, "ratio_median": percentile(ratios, 50),
+                                      "ratio_max": max(ratios), "ratio_min": min(ratios)}
             notify.say_size("inproc", n, sims["sizes"][str(n)], say)
             floor_bench.say_size(n, floor["sizes"][str(n)], say)
-            say(f"  SIMS / floor n={n:<5} by round: median {paired[str(n)]['ratio_median']:.2f}x "
-                f"(from {min(ratios):.2f}x to {max(ratios):.2f}x over {len(ratios)} rounds)")
+            say(f"  SIMS / floor n={n:<5} by round: median {turns['ratio_median']:.2f}x "
+                f"(from {turns['ratio_min']:.2f}x to {turns['ratio_max']:.2f}x over {len(rounds)} rounds)")
     floor["send_failures"] = fl.failures
     return {"sims_inproc": sims, "floor": floor, "paired": paired}
 

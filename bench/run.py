@@ -53,23 +53,19 @@ TARGET_FLOOR_RATIO = 2.0
 
 async def run_all(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], plan: dict[str, dict[int, int]],
                   modes: list[str], apprise: bool, cluster: bool = True) -> dict[str, Any]:
-    from bench import apprise_bench, floor, notify, paired
+    from bench import apprise_bench, notify, paired
     from bench import cluster as cluster_bench
 
-    contenders: dict[str, Any] = {}
-    if "inproc" in modes:  # SIMS in-process and the floor by turns, so their ratio is measured under one condition
-        both = await paired.run_paired(scenario, providers, tmp, sizes, plan["inproc"])
-        contenders["sims_inproc"] = {**both["sims_inproc"], "paired": both["paired"]}
-        contenders["floor"] = both["floor"]
+    # SIMS in-process (every run has it) and the floor by turns, so their ratio is measured under one condition
+    both = await paired.run_paired(scenario, providers, tmp, sizes, plan["inproc"])
+    contenders: dict[str, Any] = {"sims_inproc": {**both["sims_inproc"], "paired": both["paired"]},
+                                  "floor": both["floor"]}
     for mode in (m for m in modes if m != "inproc"):
         print(f"{notify.MODE_LABEL[mode]}:", flush=True)
         contenders[f"sims_{mode}"] = await notify.run_mode(mode, scenario, providers, tmp, sizes, plan[mode])
     if cluster:
         print(f"{cluster_bench.LABEL}:", flush=True)
         contenders["sims_cluster"] = await cluster_bench.run_cluster(scenario, providers, tmp, sizes, plan["cluster"])
-    if "floor" not in contenders:
-        floor.FULL_RUNS = floor.QUICK_RUNS = plan["floor"]
-        contenders["floor"] = await floor.bench_floor(scenario, providers, tmp, sizes, quick=False)
     if apprise:
         apprise_bench.FULL_RUNS = apprise_bench.QUICK_RUNS = plan["apprise"]
         contenders["apprise"] = await apprise_bench.bench_apprise(scenario, providers, sizes, quick=False)
@@ -163,9 +159,8 @@ def table(contenders: dict[str, Any], analysis: dict[str, Any], sizes: list[int]
     for n in map(str, sizes):
         turns = contenders.get("sims_inproc", {}).get("paired", {}).get(n)
         if turns:
-            ratios = [r["ratio"] for r in turns["rounds"]]
-            rows.append(f"SIMS in-process / floor, run by turns, N={n}: median of {len(ratios)} rounds "
-                        f"{turns['ratio_median']:.2f}x (from {min(ratios):.2f}x to {max(ratios):.2f}x)")
+            rows.append(f"SIMS in-process / floor, run by turns, N={n}: median of {len(turns['rounds'])} rounds "
+                        f"{turns['ratio_median']:.2f}x (from {turns['ratio_min']:.2f}x to {turns['ratio_max']:.2f}x)")
         two = analysis["ratios"][n]["two_workers_over_one_msgs_per_s"]
         if two is not None:
             rows.append(f"2 `sims worker` processes vs 1, N={n}: {two:.2f}x the messages per second")
