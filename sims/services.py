@@ -274,7 +274,8 @@ class IncidentService:
 
         Never backwards: two commands on one incident are recorded at once (by one worker's concurrent
         handlers, or by two workers), so a later version may be stored first; an earlier one is then
-        not stored over it (compare-and-set on the version). `rebuild` stores it whatever is there.
+        not stored over it (compare-and-set on the version), nor is the same version stored again (a command
+        redelivered, or one that changed nothing). `rebuild` stores it whatever is there.
         """
         data = incident.model_dump(mode="json")
         key = await self._audit_key(incident.id) if data.get("restricted") else None
@@ -282,7 +283,7 @@ class IncidentService:
             data["restricted"] = seal(key, data["restricted"], incident_id=incident.id, field="restricted")
 
         def newest(stored: dict[str, Any] | None) -> dict[str, Any]:
-            if rebuild or stored is None or int(stored.get("version", 0)) <= incident.version:
+            if rebuild or stored is None or int(stored.get("version", 0)) < incident.version:
                 return data
             return stored
 

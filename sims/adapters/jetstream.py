@@ -439,6 +439,8 @@ class NatsKV:
         """Read-modify-write with compare-and-set: `change(old or None) -> new`; retried on a race.
 
         `known`: the (value, revision) the caller read already (`get_entry`), used for the first try.
+        When `change` returns the very object it was given, nothing is written (the bucket's revision
+        stays as it is).
         """
         kv = await self.bucket(bucket)
         for attempt in range(100):
@@ -447,6 +449,8 @@ class NatsKV:
             else:
                 old, revision = await self.get_entry(bucket, key)
             new = change(old)
+            if new is old and old is not None:
+                return new
             payload = json.dumps(new, default=str).encode()
             try:
                 if revision is None:

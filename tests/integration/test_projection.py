@@ -17,9 +17,13 @@ async def test_an_earlier_state_recorded_late_does_not_replace_a_later_one(runti
                                               trigger=Trigger.START_NOTIFYING))
     assert moved.ok and moved.version == earlier.version + 1
     # As when two commands on one incident are recorded at once and the first one's write comes last:
+    revision = await runtime.kv.revision(INCIDENTS)
     await incidents._project(earlier)
     stored = await runtime.kv.get(INCIDENTS, raised.incident_id)
     assert (stored["version"], stored["state"]) == (moved.version, "notifying")
+    # Neither it nor the same version again is written (readers watching the revision see no change).
+    await incidents._project(await incidents.current(raised.incident_id))
+    assert await runtime.kv.revision(INCIDENTS) == revision
     # Rebuilding from the events stores what they say, whatever is there.
     await runtime.kv.put(INCIDENTS, raised.incident_id, {**stored, "version": 99, "state": "closed"})
     await incidents.reproject(raised.incident_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from handlers.serve import StoredIncidents
+from sims.services import INCIDENTS
 from sims.adapters.nats_server import NatsServer
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.smtp_server import SmtpServer
@@ -22,6 +23,11 @@ async def test_incidents_are_read_again_only_after_a_change(nats_server: NatsSer
 
         first = await stack.raise_incident()
         await stack.settled(first["incident_id"], 1)
+
+        async def briefed() -> bool:  # notifying, briefing drafted: the last writes a raise makes
+            stored_now = await stack.rt.kv.get(INCIDENTS, first["incident_id"])
+            return stored_now is not None and stored_now["state"] == "notifying" and bool(stored_now["briefings"])
+        await stack.wait_for(briefed)
         listed = await stored.get()
         assert [i.id for i in listed] == [first["incident_id"]] and stored.reads == 2
         assert await stored.get() is listed and stored.reads == 2  # settled, no sweeper: no incident write
