@@ -109,7 +109,8 @@ class KeyValue(Protocol):
 
     async def update(self, bucket: str, key: str, change: Any,
                      known: tuple[Any | None, int | None] | None = None) -> Any:
-        """Compare-and-set read-modify-write: `change(old or None) -> new`; `known` skips the first read."""
+        """Compare-and-set read-modify-write: `change(old or None) -> new`; `known` skips the first read.
+        A `change` that returns the very value it was given writes nothing."""
         ...
 
     async def get_entry(self, bucket: str, key: str) -> tuple[Any | None, int | None]:
