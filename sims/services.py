@@ -282,10 +282,14 @@ class IncidentService:
         if key is not None:
             data["restricted"] = seal(key, data["restricted"], incident_id=incident.id, field="restricted")
 
+        if rebuild:
+            await self.kv.put(INCIDENTS, incident.id, data)
+            return
+
         def newest(stored: dict[str, Any] | None) -> dict[str, Any]:
-            if rebuild or stored is None or int(stored.get("version", 0)) < incident.version:
+            if stored is None or int(stored.get("version", 0)) < incident.version:
                 return data
-            return stored
+            return stored  # unchanged: not written
 
         await self.kv.update(INCIDENTS, incident.id, newest)
 

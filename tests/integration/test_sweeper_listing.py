@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from handlers.serve import StoredIncidents
-from sims.services import INCIDENTS
 from sims.adapters.nats_server import NatsServer
+from sims.services import INCIDENTS
 from tests.support.fixtures import smtp_server, twilio_server  # noqa: F401
 from tests.support.smtp_server import SmtpServer
 from tests.support.stack import start_stack
