@@ -42,6 +42,7 @@ from bench.common import (
     fmt_s,
     now,
     parse_sizes,
+    percentile,
     read_line,
     run_folder,
     stop_on_sigterm,
@@ -231,7 +232,7 @@ def summarise_sims(n: int, scenario: Scenario, samples: list[float], details: li
     sms, email = scenario.mix(n)
 
     def p50(values: list[float]) -> float:
-        return sorted(values)[len(values) // 2]
+        return percentile(values, 50)
 
     return summarise(n, samples, {
         "sms": sms, "email": email,
