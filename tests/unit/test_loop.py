@@ -58,8 +58,11 @@ def test_without_uvloop_installed_run_falls_back_to_asyncio() -> None:
 def test_settle_heap_freezes_what_start_up_made() -> None:
     made = [{"start-up": i} for i in range(1000)]  # noqa: F841 - alive while the heap is settled
     before = gc.get_freeze_count()
+    threshold = gc.get_threshold()
     try:
         loop.settle_heap()
         assert gc.get_freeze_count() >= before + len(made)
+        assert gc.get_threshold() == (loop.YOUNG_GENERATION_THRESHOLD, *threshold[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
