@@ -305,6 +305,8 @@ async def test_a_failed_record_is_the_callers_error_and_the_connection_stays(
 
 @pytest.mark.parametrize("committed", [False, True], ids=["sendmail", "recorded on commit"])
 @pytest.mark.parametrize(("where", "reply", "transient", "code"), [
+    ("mail", "451 4.3.0 Sender busy", True, "451"),
+    ("mail", "553 5.1.8 Sender rejected", False, "553"),
     ("data", "451 4.3.0 Try again later", True, "451"),
     ("data", "550 5.7.1 Rejected as spam", False, "550"),
     ("rcpt", "450 4.2.1 Mailbox busy", True, "450"),

@@ -3,6 +3,7 @@
     server = await SmtpServer().start()      # 127.0.0.1, free port: server.port
     server.handler.data_response = "451 4.3.0 Try again later"
     server.handler.rcpt_response = "550 5.1.1 No such user"
+    server.handler.mail_response = "553 5.1.8 Sender rejected"
     await server.stop(); await server.start()  # down, then up again on the same port
     server.handler.messages[0].message["Subject"]
 """
@@ -31,15 +32,25 @@ class Received:
 
 
 class RecordingHandler:
-    """aiosmtpd handler: records each accepted mail; `rcpt_response`/`data_response` refuse instead."""
+    """aiosmtpd handler: records each accepted mail; `mail_response`/`rcpt_response`/`data_response`
+    refuse instead."""
 
     def __init__(self) -> None:
         self.messages: list[Received] = []
+        self.mail_response: str | None = None  # e.g. "553 5.1.8 Sender rejected"
         self.rcpt_response: str | None = None  # e.g. "550 5.1.1 No such user"
         self.data_response: str | None = None  # e.g. "451 4.3.0 Try again later"
         self.delay = 0.0
         self.received = asyncio.Event()
         self.in_data = self.most_in_data = 0  # ends of data being answered now, and the most at once
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        if self.mail_response:
+            return self.mail_response
+        envelope.mail_from = address  # what aiosmtpd does itself when a handler has no handle_MAIL
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
