@@ -1,6 +1,9 @@
 """SIMS (worker in-process) and the floor by turns: each round runs both once, alternating who goes first.
 
-    .venv/bin/python -m bench.paired [--quick] [--sizes 10,200,2000]
+    .venv/bin/python -m bench.paired [--quick] [--sizes 10,200,2000] [--mode inproc|proc1|proc2]
+
+`--mode proc1` / `proc2`: SIMS as one or two `sims worker` processes instead (their CPU is then not
+reported: it is not this process's).
 
 This machine's speed drifts over minutes (the same code's p50 at 200 has moved by half within an hour),
 so a ratio of two contenders measured minutes apart says as much about the host as about them. Here
@@ -13,7 +16,9 @@ is reported as the floor's ("ms CPU/msg"), that idle pass included, and the same
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import functools
 import random
 import time
 from pathlib import Path
@@ -38,16 +43,17 @@ CPU_TAIL_S = 0.1  # a contender's CPU is counted over its run and this much of t
 
 
 async def run_paired(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], runs: dict[int, int],
-                     say: Any = print) -> dict[str, Any]:
-    """Results for `sims_inproc` and `floor` (as `notify.run_mode` and `floor.bench_floor` give them), and
-    `paired`: per size, each round's ratio, who went first, and the median ratio."""
-    sims: dict[str, Any] = {"mode": "inproc", "label": notify.MODE_LABEL["inproc"], "sizes": {}, "teardown": [],
+                     say: Any = print, mode: str = "inproc") -> dict[str, Any]:
+    """Results for `sims_<mode>` and `floor` (as `notify.run_mode` and `floor.bench_floor` give them), and
+    `paired`: per size, each round's ratio, who went first, and the median ratio. `mode`: SIMS's worker
+    in this process (`inproc`) or as one or two `sims worker` processes (`proc1`, `proc2`)."""
+    sims: dict[str, Any] = {"mode": mode, "label": notify.MODE_LABEL[mode], "sizes": {}, "teardown": [],
                             "paired_with": "floor"}
-    floor: dict[str, Any] = {"label": floor_bench.LABEL, "sizes": {}, "paired_with": "sims_inproc"}
+    floor: dict[str, Any] = {"label": floor_bench.LABEL, "sizes": {}, "paired_with": f"sims_{mode}"}
     paired: dict[str, Any] = {}
     pause = random.Random(SEED)
-    say(f"{notify.MODE_LABEL['inproc']} and the floor, by turns:")
-    async with (notify.sims_running("inproc", scenario, providers, tmp, sizes, sims) as rt,
+    say(f"{notify.MODE_LABEL[mode]} and the floor, by turns:")
+    async with (notify.sims_running(mode, scenario, providers, tmp, sizes, sims) as rt,
                 floor_bench.floor_running(providers, tmp, render_messages(scenario, min(sizes))) as fl):
         for n in sizes:
             messages = render_messages(scenario, n)
@@ -76,30 +82,33 @@ async def run_paired(scenario: Scenario, providers: Providers, tmp: Path, sizes:
                                    "sims_last_by_channel_s": last["last_by_channel_s"]})
                     tick(1)
             count = n * len(rounds)
-            sims["sizes"][str(n)] = notify.summarise_sims(n, scenario, took["sims"], details,
-                                                          cpu["sims"] * 1000 / count)
+            sims["sizes"][str(n)] = notify.summarise_sims(  # a worker process's CPU is not this process's
+                n, scenario, took["sims"], details, cpu["sims"] * 1000 / count if mode == "inproc" else None)
             floor["sizes"][str(n)] = floor_bench.summarise_floor(n, scenario, took["floor"], cpu["floor"] * 1000 / count)
             ratios = [r["ratio"] for r in rounds]
             turns = paired[str(n)] = {"rounds": rounds, "ratio_median": percentile(ratios, 50),
                                       "ratio_max": max(ratios), "ratio_min": min(ratios)}
-            notify.say_size("inproc", n, sims["sizes"][str(n)], say)
+            notify.say_size(mode, n, sims["sizes"][str(n)], say)
             floor_bench.say_size(n, floor["sizes"][str(n)], say)
             say(f"  SIMS / floor n={n:<5} by round: median {turns['ratio_median']:.2f}x "
                 f"(from {turns['ratio_min']:.2f}x to {turns['ratio_max']:.2f}x over {len(rounds)} rounds)")
     floor["send_failures"] = fl.failures
-    return {"sims_inproc": sims, "floor": floor, "paired": paired}
+    return {f"sims_{mode}": sims, "floor": floor, "paired": paired}
 
 
 async def bench_paired(scenario: Scenario, providers: Providers, tmp: Path, sizes: list[int], quick: bool,
-                       say: Any = print) -> dict[str, Any]:
-    return await run_paired(scenario, providers, tmp, sizes, QUICK_RUNS if quick else FULL_RUNS, say)
+                       say: Any = print, mode: str = "inproc") -> dict[str, Any]:
+    return await run_paired(scenario, providers, tmp, sizes, QUICK_RUNS if quick else FULL_RUNS, say, mode)
 
 
 def main(argv: list[str] | None = None) -> None:
     from sims.logs import configure
 
     configure("warning", json=False)
-    run_alone(__doc__, bench_paired, argv)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--mode", choices=sorted(notify.MODE_LABEL), default="inproc")
+    known, rest = parser.parse_known_args(argv)
+    run_alone(__doc__, functools.partial(bench_paired, mode=known.mode), rest)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,18 @@ def test_sims_and_the_floor_run_by_turns_and_each_round_has_its_ratio() -> None:
     # SIMS and the floor: one warm-up and three rounds each, 5 SMS + 5 emails a run, every one exactly once
     assert counts["twilio"]["accepted"] == counts["twilio"]["requests"] == 2 * 4 * 5
     assert counts["smtp"]["accepted"] == 2 * 4 * 5
+
+
+def test_two_worker_processes_and_the_floor_run_by_turns() -> None:
+    run = subprocess.run([sys.executable, "-m", "bench.paired", "--quick", "--sizes", "10", "--mode", "proc2"],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("SIMS, 2 `sims worker` processes and the floor, by turns")
+    sims = next(line for line in lines if line.strip().startswith("proc2  n=10"))
+    assert "runs 3" in sims and "CPU/msg" not in sims  # the workers' CPU is not the bench process's
+    assert "over 3 rounds" in next(line for line in lines if "SIMS / floor n=10" in line)
+    counts = json.loads(next(line for line in lines if line.startswith("provider counts: ")).split(": ", 1)[1]
+                        .rsplit("; machine", 1)[0])
+    assert counts["twilio"]["accepted"] == counts["twilio"]["requests"] == 2 * 4 * 5
+    assert counts["smtp"]["accepted"] == 2 * 4 * 5
