@@ -105,10 +105,15 @@ def main(argv: list[str] | None = None) -> None:
     from sims.logs import configure
 
     configure("warning", json=False)
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--mode", choices=sorted(notify.MODE_LABEL), default="inproc")
-    known, rest = parser.parse_known_args(argv)
-    run_alone(__doc__, functools.partial(bench_paired, mode=known.mode), rest)
+    parser = argparse.ArgumentParser(prog="python -m bench.paired", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (for smoke tests)")
+    parser.add_argument("--sizes", default="10,200,2000")
+    parser.add_argument("--mode", choices=sorted(notify.MODE_LABEL), default="inproc",
+                        help="SIMS's worker in this process, or one or two `sims worker` processes")
+    args = parser.parse_args(argv)
+    run_alone(__doc__, functools.partial(bench_paired, mode=args.mode),
+              [*(["--quick"] if args.quick else []), "--sizes", args.sizes])
 
 
 if __name__ == "__main__":
