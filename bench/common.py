@@ -378,12 +378,19 @@ def parse_sizes(text: str) -> list[int]:
 Contender = Callable[[Scenario, Providers, Path, list[int], bool], Coroutine[Any, Any, Any]]
 
 
-def run_alone(doc: str | None, contender: Contender, argv: list[str] | None = None) -> None:
-    """One contender on its own (`--quick`, `--sizes`): its scenario and providers, then the providers' counts."""
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every contender run on its own takes (`--quick`, `--sizes`); a contender may add its own."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0] if doc else None)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="fewer runs (for smoke tests)")
     parser.add_argument("--sizes", default="10,200,2000")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_alone(doc: str | None, contender: Contender, argv: list[str] | None = None,
+              args: argparse.Namespace | None = None) -> None:
+    """One contender on its own: its scenario and providers, then the providers' counts. `args`: options
+    already parsed (by a `bench_parser` the contender added to), else `argv` is parsed here."""
+    args = args or bench_parser(doc).parse_args(argv)
     sizes = parse_sizes(args.sizes)
     with run_folder("sims-bench-") as tmp_name:
         tmp = Path(tmp_name)

@@ -1,4 +1,4 @@
-"""SIMS (worker in-process) and the floor by turns: each round runs both once, alternating who goes first.
+"""SIMS and the floor by turns: each round runs both once, alternating who goes first.
 
     .venv/bin/python -m bench.paired [--quick] [--sizes 10,200,2000] [--mode inproc|proc1|proc2]
 
@@ -16,7 +16,6 @@ is reported as the floor's ("ms CPU/msg"), that idle pass included, and the same
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import random
@@ -26,7 +25,7 @@ from typing import Any
 
 from bench import floor as floor_bench
 from bench import notify
-from bench.common import Providers, Scenario, percentile, render_messages, run_alone
+from bench.common import Providers, Scenario, bench_parser, percentile, render_messages, run_alone
 from handlers.progress import progress
 
 FULL_RUNS = {10: 20, 200: 20, 2000: 3}
@@ -105,15 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     from sims.logs import configure
 
     configure("warning", json=False)
-    parser = argparse.ArgumentParser(prog="python -m bench.paired", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (for smoke tests)")
-    parser.add_argument("--sizes", default="10,200,2000")
+    parser = bench_parser(__doc__)
     parser.add_argument("--mode", choices=sorted(notify.MODE_LABEL), default="inproc",
                         help="SIMS's worker in this process, or one or two `sims worker` processes")
     args = parser.parse_args(argv)
-    run_alone(__doc__, functools.partial(bench_paired, mode=args.mode),
-              [*(["--quick"] if args.quick else []), "--sizes", args.sizes])
+    run_alone(__doc__, functools.partial(bench_paired, mode=args.mode), args=args)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ from sims.views import BriefingExtra, RecipientView, SharedView, TaskExtra
 # Messages prepared and queued at once. Each waits for its link record, then for its work item, and the
 # store's group commit (sims.adapters.group_commit, up to 256 writes a batch) writes what waits together:
 # the window is as many as one batch takes. With 32, 200 people took about 0.4 s to queue, in small
-# batches; with 256, about 50 ms (the first still goes alone, at once). 2,000 at once would hold the
-# first back for seconds.
+# batches; with 256, about 50 ms (the first still goes alone, at once); 512 was no faster at 2,000.
 PLANNING_WINDOW = 256
 
 

@@ -6,6 +6,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+
+def provider_counts(lines: list[str]) -> dict[str, Any]:
+    """The providers' counts from a contender's closing line ("provider counts: {...}; machine: ...")."""
+    line = next(line for line in lines if line.startswith("provider counts: "))
+    return dict(json.loads(line.split(": ", 1)[1].rsplit("; machine", 1)[0]))
 
 
 def test_the_time_to_notify_benchmark_runs_and_loses_nothing(tmp_path: Path) -> None:
@@ -37,8 +44,7 @@ def test_sims_and_the_floor_run_by_turns_and_each_round_has_its_ratio() -> None:
     median = float(by_round.split("median ")[1].split("x")[0])
     low, high = (float(x) for x in by_round.split("(from ")[1].split(" over")[0].replace("x", "").split(" to "))
     assert 0 < low <= median <= high and "over 3 rounds" in by_round
-    counts = json.loads(next(line for line in lines if line.startswith("provider counts: ")).split(": ", 1)[1]
-                        .rsplit("; machine", 1)[0])
+    counts = provider_counts(lines)
     # SIMS and the floor: one warm-up and three rounds each, 5 SMS + 5 emails a run, every one exactly once
     assert counts["twilio"]["accepted"] == counts["twilio"]["requests"] == 2 * 4 * 5
     assert counts["smtp"]["accepted"] == 2 * 4 * 5
@@ -53,7 +59,6 @@ def test_two_worker_processes_and_the_floor_run_by_turns() -> None:
     sims = next(line for line in lines if line.strip().startswith("proc2  n=10"))
     assert "runs 3" in sims and "CPU/msg" not in sims  # the workers' CPU is not the bench process's
     assert "over 3 rounds" in next(line for line in lines if "SIMS / floor n=10" in line)
-    counts = json.loads(next(line for line in lines if line.startswith("provider counts: ")).split(": ", 1)[1]
-                        .rsplit("; machine", 1)[0])
+    counts = provider_counts(lines)
     assert counts["twilio"]["accepted"] == counts["twilio"]["requests"] == 2 * 4 * 5
     assert counts["smtp"]["accepted"] == 2 * 4 * 5
